@@ -1,0 +1,234 @@
+"""Command line: ``imgsearch index | query | status`` (thin wrappers over :class:`imgsearch.Library`).
+
+Exit codes: 0 ok; 1 a user error (missing folder, unreadable library, ...), reported as one
+line on stderr without a traceback; 130 interrupted (Ctrl-C; finished batches are kept).
+Machine-readable output (``--json``) goes to stdout with plain ``print``; progress bars,
+tables and messages meant for people go through rich.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="imgsearch",
+    help="Offline photo search: a captioning model describes every photo; search them with free text.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOpt = Annotated[
+    Optional[Path],
+    typer.Option("--db", help="Library database file or folder [default: $IMGSEARCH_DB, else "
+                              "$XDG_DATA_HOME/imgsearch/library.db, else ~/.local/share/imgsearch/library.db]",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"imgsearch: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn known user errors into one line on stderr and exit code 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from imgsearch.library import LibraryError
+
+        try:
+            return fn(*args, **kwargs)
+        except LibraryError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            typer.echo("imgsearch: interrupted (finished batches are saved; run the same command to resume)",
+                       err=True)
+            raise typer.Exit(130)
+        except PermissionError as e:
+            _fail(f"permission denied: {e.filename or e}")
+        except OSError as e:
+            if e.filename:
+                _fail(f"{e.strerror or e}: {e.filename}")
+            raise
+
+    return wrapper
+
+
+def _open(db: Optional[Path], *, create: bool, **kw):
+    from imgsearch.library import Library
+
+    return Library(db, create=create, **kw)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=False)
+
+
+# ---------------------------------------------------------------------------- index
+
+@app.command()
+@user_errors
+def index(
+    paths: Annotated[List[Path], typer.Argument(help="Folders (or single photos) to index, recursively.",
+                                                show_default=False)],
+    db: DbOpt = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto = cuda when available).")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per batch (and per transaction).")] = 32,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decoding processes [default: min(4, CPUs)]; 0 = none.",
+                                                   show_default=False)] = None,
+    beam: Annotated[int, typer.Option(min=1, help="Beam width for captioning.")] = 3,
+    model: Annotated[Optional[Path], typer.Option(help="Captioner checkpoint [default: the shipped one].",
+                                                  show_default=False)] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed",
+                                               help="Retry files that failed before even if unchanged.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    json_out: JsonOpt = False,
+):
+    """Index photos: caption new and changed files, follow moves, drop deleted ones."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        _fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    with _open(db, create=True, device=device, model=model) as lib:
+        report = lib.index(paths, batch_size=batch_size, workers=workers, beam=beam,
+                           progress=not (quiet or json_out), retry_failed=retry_failed)
+    if json_out:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    if quiet:
+        return
+    _print_report(report)
+
+
+def _print_report(report) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=f"indexed in {report.seconds:.1f} s", show_header=True, header_style="bold")
+    for col in ("added", "updated", "moved", "removed", "failed", "unchanged"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(v) for v in (report.added, report.updated, report.moved, report.removed, report.failed,
+                                 report.skipped_unchanged)))
+    con.print(t)
+    if report.errors:
+        e = Table(title="could not index", show_header=True, header_style="bold")
+        e.add_column("file", overflow="fold")
+        e.add_column("reason", overflow="fold")
+        for path, reason in report.errors[:50]:
+            e.add_row(path, reason)
+        con.print(e)
+        if len(report.errors) > 50:
+            con.print(f"... and {len(report.errors) - 50} more (imgsearch status --errors)")
+
+
+# ---------------------------------------------------------------------------- query
+
+@app.command()
+@user_errors
+def query(
+    text: Annotated[str, typer.Argument(help="What to look for, in plain words.", show_default=False)],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid | bm25 | dense.")] = "hybrid",
+    in_folder: Annotated[Optional[Path], typer.Option("--in", help="Only photos under this folder.",
+                                                      show_default=False)] = None,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Search the library with free text."""
+    with _open(db, create=False) as lib:
+        hits = lib.query(text, k=k, mode=mode, in_folder=in_folder)
+    if json_out:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no matching photos", err=True)
+        return
+    from rich.table import Table
+
+    t = Table(show_header=True, header_style="bold", box=None)
+    t.add_column("#", justify="right")
+    t.add_column("score", justify="right")
+    t.add_column("path", overflow="fold")
+    t.add_column("caption", overflow="fold")
+    for h in hits:
+        t.add_row(str(h.rank), f"{h.score:.3f}", h.path, h.caption)
+    _console().print(t)
+
+
+# ---------------------------------------------------------------------------- status
+
+@app.command()
+@user_errors
+def status(
+    errors: Annotated[bool, typer.Option("--errors", help="List the files that could not be indexed.")] = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Show what the library holds (and, with --errors, what failed)."""
+    with _open(db, create=False) as lib:
+        st = lib.status()
+        errs = lib.errors() if errors else None
+    if json_out:
+        if errs is not None:
+            st = dict(st, errors=[{"path": p, "reason": r} for p, r in errs])
+        print(json.dumps(st, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    con = _console()
+    t = Table(show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    t.add_row("library", st["db_path"])
+    t.add_row("photos", str(st["photos"]))
+    t.add_row("failed", str(st["failed"]) + ("" if errors or not st["failed"] else "  (imgsearch status --errors)"))
+    versions = st["model_versions"]
+    t.add_row("model", ", ".join(f"{v} ({n})" for v, n in versions.items()) if versions else "–")
+    last = st["last_index"]
+    if last:
+        t.add_row("last index", f"{last['finished_at']} ({last['seconds']:.1f} s: +{last['added']} "
+                                f"~{last['updated']} >{last['moved']} -{last['removed']} !{last['failed']})")
+    else:
+        t.add_row("last index", "never")
+    if st.get("last_run_interrupted"):
+        t.add_row("", "[yellow]the latest run was interrupted; run index again to finish it[/]")
+    t.add_row("size on disk", _human(st["size_bytes"]))
+    con.print(t)
+    if errs:
+        e = Table(show_header=True, header_style="bold")
+        e.add_column("file", overflow="fold")
+        e.add_column("reason", overflow="fold")
+        for p, r in errs:
+            e.add_row(p, r)
+        con.print(e)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- model commands
+# The lead adds `train`, `caption`, `evaluate`, `evaluate-retrieval` here (as @app.command()
+# functions wrapped in @user_errors); `serve` may be added by the web helper. Keep them thin:
+# parse options, call the library/model API, print.
+
+
+def main() -> None:  # pragma: no cover - `python -m imgsearch.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alembic migrations of the library schema (applied programmatically by imgsearch.store.open_store)."""

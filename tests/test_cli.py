@@ -1,0 +1,98 @@
+"""The CLI: --json output parses and matches the API; user errors exit 1 with one line, no traceback."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from imgsearch import Library
+from imgsearch.cli import app
+from libtools import make_set, tiny_captioner
+from photos import make_bad_files
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """The CLI loads the shipped checkpoint; use the tiny test captioner instead."""
+    from imgsearch.model.captioner import Captioner
+
+    cap = tiny_captioner(0)
+    monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
+    monkeypatch.setattr(Library, "_captioner_version", lambda self: cap.version)
+    return cap
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_index_query_status_json(tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    make_set(pics, ["red_circle", "blue_square", "sky"], "p")
+    make_set(pics / "sub", ["checker", "stripes"], "s")
+    (pics / "broken.jpg").write_bytes(b"nope")
+    db = tmp_path / "lib" / "library.db"
+
+    r = run("index", pics, "--db", db, "--workers", 0, "--batch-size", 2, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert (rep["added"], rep["failed"]) == (5, 1)
+    assert rep["errors"] == [{"path": str(pics / "broken.jpg"), "reason": "not an image"}]
+
+    r = run("index", pics, "--db", db, "--workers", 0, "--quiet")
+    assert r.exit_code == 0 and r.stdout == ""
+    r = run("index", pics, "--db", db, "--workers", 0)
+    assert r.exit_code == 0 and "unchanged" in r.stdout
+
+    r = run("query", "a red circle", "--db", db, "-k", 3, "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    with Library(db) as lib:
+        want = lib.query("a red circle", k=3)
+    assert [(g["path"], g["caption"], g["keywords"]) for g in got] == [(h.path, h.caption, h.keywords) for h in want]
+    assert [g["score"] for g in got] == pytest.approx([h.score for h in want])
+    assert all(g["path"].startswith(str(pics)) for g in got)
+
+    r = run("query", "a red circle", "--db", db, "-k", 10, "--json", "--in", pics / "sub", "--mode", "bm25")
+    assert r.exit_code == 0, r.output
+    assert {g["path"] for g in json.loads(r.stdout)} <= {str(p) for p in (pics / "sub").iterdir()}
+
+    r = run("query", "a red circle", "--db", db)
+    assert r.exit_code == 0 and str(pics) in r.stdout.replace("\n", "")
+
+    r = run("status", "--db", db, "--json", "--errors")
+    st = json.loads(r.stdout)
+    assert (st["photos"], st["failed"]) == (5, 1)
+    assert st["db_path"] == str(db) and st["size_bytes"] > 0
+    assert st["errors"] == [{"path": str(pics / "broken.jpg"), "reason": "not an image"}]
+    r = run("status", "--db", db, "--errors")
+    assert r.exit_code == 0 and "broken.jpg" in r.stdout
+
+    # --db may name the library's folder; $IMGSEARCH_DB works too
+    assert json.loads(run("status", "--db", db.parent, "--json").stdout)["photos"] == 5
+    r = runner.invoke(app, ["status", "--json"], env={"IMGSEARCH_DB": str(db)})
+    assert json.loads(r.stdout)["photos"] == 5
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["index", "{tmp}/missing", "--db", "{tmp}/l.db"], "no such folder"),
+    (["query", "dog", "--db", "{tmp}/nothing.db"], "no library"),
+    (["status", "--db", "{tmp}/junk.db"], "not an imgsearch library"),
+    (["query", "dog", "--db", "{tmp}/other.db"], "not an imgsearch library"),
+    (["query", "dog", "--db", "{tmp}/ok.db", "--mode", "fuzzy"], "mode must be"),
+    (["query", "dog", "--db", "{tmp}/ok.db", "--in", "{tmp}/missing"], "no such folder"),
+    (["index", "{tmp}", "--db", "{tmp}/l.db", "--device", "tpu"], "--device"),
+])
+def test_user_errors_exit_1(tmp_path, args, msg):
+    (tmp_path / "junk.db").write_bytes(b"\x00garbage" * 64)
+    with sqlite3.connect(tmp_path / "other.db") as c:
+        c.execute("CREATE TABLE x (y)")
+    Library(tmp_path / "ok.db").close()
+    r = runner.invoke(app, [a.format(tmp=tmp_path) for a in args])
+    assert r.exit_code == 1, r.output
+    assert msg in r.stderr and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1

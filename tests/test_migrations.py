@@ -1,0 +1,77 @@
+"""A library made by an older schema upgrades cleanly when opened, data intact."""
+from __future__ import annotations
+
+import sqlite3
+
+from imgsearch.store import open_store
+from imgsearch.store.db import current_revision, head_revision, make_engine, migrate
+
+
+def test_first_migration_upgrades_cleanly(tmp_path):
+    db = tmp_path / "old.db"
+    engine = make_engine(db)
+    migrate(engine, "0001")
+    assert current_revision(engine) == "0001"
+    engine.dispose()
+
+    with sqlite3.connect(db) as c:
+        cols = {r[1] for r in c.execute("PRAGMA table_info(photos)")}
+        assert "image_embedding" not in cols
+        c.execute(
+            "INSERT INTO photos (path, folder, size, mtime_ns, content_hash, caption, model_version, indexed_at, "
+            "caption_embedding) VALUES ('/p/dog.jpg', '/p', 123, 456, 'abc', 'a dog on grass', 'v1', "
+            "'2024-01-01 00:00:00', ?)", (b"\x00" * 384 * 4,))
+        pid = c.execute("SELECT id FROM photos").fetchone()[0]
+        c.execute("INSERT INTO captions VALUES (?, 0, 'a dog on grass', -1.5)", (pid,))
+        c.execute("INSERT INTO tags VALUES (?, 'tag', 'dog', 0.9)", (pid,))
+        rev0 = int(c.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+
+    store = open_store(db)
+    try:
+        assert current_revision(store.engine) == head_revision() != "0001"
+        assert store.revision() > rev0  # caches keyed by the old revision are rebuilt
+        with store.engine.connect() as c:
+            row = c.exec_driver_sql(
+                "SELECT path, folder, size, mtime_ns, caption, model_version, image_embedding, "
+                "length(caption_embedding) FROM photos").one()
+            assert tuple(row) == ("/p/dog.jpg", "/p", 123, 456, "a dog on grass", "v1", None, 1536)
+            assert c.exec_driver_sql("SELECT text FROM captions").scalar() == "a dog on grass"
+            assert c.exec_driver_sql("SELECT term FROM tags").scalar() == "dog"
+            assert c.exec_driver_sql("SELECT count(*) FROM index_runs").scalar() == 0
+            # the upgraded table still has AUTOINCREMENT (ids never reused) and the FK cascade
+            c.exec_driver_sql("DELETE FROM photos")
+            assert c.exec_driver_sql("SELECT count(*) FROM captions").scalar() == 0
+            c.rollback()
+    finally:
+        store.close()
+
+    # opening again is a no-op (already at head)
+    store = open_store(db)
+    assert current_revision(store.engine) == head_revision()
+    store.close()
+
+
+def test_migrations_are_transactional(tmp_path, monkeypatch):
+    """A failing migration leaves the file at the previous revision, not half-migrated."""
+    import pytest
+    from alembic.operations import Operations
+
+    db = tmp_path / "l.db"
+    engine = make_engine(db)
+    migrate(engine, "0001")
+
+    real = Operations.create_table
+
+    def broken(self, name, *a, **kw):
+        if name == "index_runs":
+            raise RuntimeError("disk on fire")
+        return real(self, name, *a, **kw)
+
+    monkeypatch.setattr(Operations, "create_table", broken)
+    with pytest.raises(RuntimeError):
+        migrate(engine, "head")
+    assert current_revision(engine) == "0001"
+    with engine.connect() as c:
+        cols = {r[1] for r in c.exec_driver_sql("PRAGMA table_info(photos)")}
+    assert "image_embedding" not in cols  # the ADD COLUMN before the failure was rolled back
+    engine.dispose()

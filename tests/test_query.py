@@ -1,0 +1,143 @@
+"""Queries: modes, --in filter, deleted files, FAISS caches deleted or stale, no torch on the query path."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from imgsearch import Hit, Library
+from imgsearch.library import LibraryError
+from imgsearch.paths import captions_faiss_path, images_faiss_path
+from libtools import make_set, photos, rows, tiny_captioner
+
+ROOT = Path(__file__).resolve().parent.parent
+KW = dict(batch_size=8, workers=0, progress=False)
+KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "gradient", "sky", "marker"]
+
+
+@pytest.fixture(scope="module")
+def lib_dir(tmp_path_factory):
+    """A library over A (8 photos, 3 of them in A/sub) and A2 (3 photos), built once for the module."""
+    base = tmp_path_factory.mktemp("q")
+    a, b = base / "A", base / "A2"
+    make_set(a, KINDS[:5], "a")
+    make_set(a / "sub", KINDS[5:], "s")
+    make_set(b, ["red_circle", "sky", "noise"], "b")
+    db = base / "lib" / "library.db"
+    with Library(db, captioner=tiny_captioner(0)) as lib:
+        lib.index([a, b], **KW)
+    return base, db
+
+
+def captions(db) -> dict[str, str]:
+    return {p: c for p, c in rows(db, "SELECT path, caption FROM photos WHERE error IS NULL")}
+
+
+def test_hits_in_every_mode(lib_dir):
+    base, db = lib_dir
+    caps = captions(db)
+    target, text = next(iter(sorted(caps.items())))
+    with Library(db) as lib:
+        for mode in ("hybrid", "bm25", "dense"):
+            hits = lib.query(text or "blue", k=5, mode=mode)
+            assert 1 <= len(hits) <= 5
+            assert all(isinstance(h, Hit) for h in hits)
+            assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+            assert all(a.score >= b.score for a, b in zip(hits, hits[1:])), mode
+            assert len({h.id for h in hits}) == len(hits)
+            for h in hits:
+                assert os.path.isabs(h.path) and h.path in caps and h.caption == caps[h.path]
+                assert isinstance(h.keywords, list) and isinstance(h.tags, list)
+        if text:
+            top = lib.query(text, k=3, mode="dense")[0]
+            assert top.caption == text and top.score == pytest.approx(1.0, abs=1e-4)
+        assert len(lib.query("anything at all", k=100, mode="dense")) == len(caps)
+        with pytest.raises(LibraryError):
+            lib.query("   ")
+        with pytest.raises(LibraryError):
+            lib.query("x", mode="fuzzy")
+
+
+def test_in_folder(lib_dir):
+    base, db = lib_dir
+    with Library(db) as lib:
+        # "A" must not match the sibling folder "A2"
+        for folder, n in ((base / "A" / "sub", 3), (base / "A2", 3), (base / "A", 8)):
+            for mode in ("hybrid", "dense"):
+                hits = lib.query("a red circle on the grass", k=20, mode=mode, in_folder=folder)
+                assert len(hits) == n, (folder, mode)
+                assert all(h.path.startswith(str(folder) + os.sep) for h in hits)
+        with pytest.raises(LibraryError, match="no such folder"):
+            lib.query("x", in_folder=base / "missing")
+
+
+def test_deleted_file_not_returned(tmp_path):
+    folder = tmp_path / "pics"
+    make_set(folder, KINDS[:6], "p")
+    db = tmp_path / "library.db"
+    with Library(db, captioner=tiny_captioner(0)) as lib:
+        lib.index([folder], **KW)
+        first = lib.query("a dog on the beach", k=3, mode="dense")
+        Path(first[0].path).unlink()
+        hits = lib.query("a dog on the beach", k=3, mode="dense")
+        assert len(hits) == 3 and first[0].path not in {h.path for h in hits}
+        assert [h.path for h in hits][:2] == [h.path for h in first[1:]]
+        assert len(lib.query("a dog", k=10)) == 5
+
+
+def test_faiss_deleted_or_stale_is_rebuilt(tmp_path):
+    a, b = tmp_path / "A", tmp_path / "B"
+    make_set(a, KINDS[:4], "a")
+    make_set(b, KINDS[4:], "b")
+    db = tmp_path / "library.db"
+    with Library(db, captioner=tiny_captioner(0)) as lib:
+        lib.index([a], **KW)
+        assert captions_faiss_path(db).is_file()
+        old = tmp_path / "old.faiss"
+        shutil.copy(captions_faiss_path(db), old)
+        lib.index([b], **KW)
+        want = [(h.path, round(h.score, 5)) for h in lib.query("a red circle", k=8, mode="dense")]
+        assert len(want) == 8
+
+    shutil.copy(old, captions_faiss_path(db))  # stale: written at an older revision
+    with Library(db) as lib:
+        assert [(h.path, round(h.score, 5)) for h in lib.query("a red circle", k=8, mode="dense")] == want
+    for p in (captions_faiss_path(db), images_faiss_path(db)):
+        p.unlink(missing_ok=True)
+    with Library(db) as lib:
+        assert [(h.path, round(h.score, 5)) for h in lib.query("a red circle", k=8, mode="dense")] == want
+    assert captions_faiss_path(db).is_file()  # rebuilt and saved
+    captions_faiss_path(db).write_bytes(b"garbage")  # corrupt
+    with Library(db) as lib:
+        assert [(h.path, round(h.score, 5)) for h in lib.query("a red circle", k=8, mode="dense")] == want
+
+
+def test_empty_library(tmp_path):
+    with Library(tmp_path / "library.db") as lib:
+        assert lib.query("a dog") == []
+        st = lib.status()
+        assert st["photos"] == 0 and st["last_index"] is None
+
+
+def test_query_never_imports_torch(lib_dir):
+    base, db = lib_dir
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import imgsearch
+        assert "torch" not in sys.modules
+        with imgsearch.Library({str(db)!r}) as lib:
+            for mode in ("hybrid", "bm25", "dense"):
+                assert lib.query("a red circle", k=3, mode=mode)
+            lib.status()
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "sentence_transformers"))
+        assert not bad, bad
+        print("OK")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr

@@ -1,0 +1,147 @@
+"""The library database: engine settings, revision, cascades, refusing non-libraries, default paths."""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, text
+
+from imgsearch import paths
+from imgsearch.store import Caption, Photo, StoreError, Tag, bump_revision, get_revision, open_store
+from imgsearch.store.db import alembic_config, head_revision
+from imgsearch.store.models import pack_vector, unpack_vector
+
+
+def _photo(path="/p/a.jpg", **kw):
+    vals = dict(path=path, folder=path.rsplit("/", 1)[0], size=1, mtime_ns=2, indexed_at=datetime(2024, 1, 1))
+    vals.update(kw)
+    return Photo(**vals)
+
+
+def test_new_library_settings(tmp_path):
+    db = tmp_path / "sub" / "library.db"
+    store = open_store(db)
+    try:
+        assert db.is_file()
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+            assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+        assert store.revision() >= 1
+    finally:
+        store.close()
+
+
+def test_revision_bumps_only_on_commit(tmp_path):
+    store = open_store(tmp_path / "l.db")
+    r0 = store.revision()
+    with store.write() as s:
+        assert bump_revision(s) == r0 + 1
+    assert store.revision() == r0 + 1
+    with pytest.raises(RuntimeError):
+        with store.write() as s:
+            s.add(_photo())
+            bump_revision(s)
+            raise RuntimeError("boom")
+    assert store.revision() == r0 + 1
+    with store.session() as s:
+        assert s.execute(select(func.count()).select_from(Photo)).scalar_one() == 0
+        assert get_revision(s) == r0 + 1
+    store.close()
+
+
+def test_cascade_and_unique_path(tmp_path):
+    store = open_store(tmp_path / "l.db")
+    with store.write() as s:
+        p = _photo(caption="a dog", caption_embedding=pack_vector(np.ones(384)))
+        p.captions = [Caption(rank=0, text="a dog", score=-1.0), Caption(rank=1, text="a cat", score=-2.0)]
+        p.tags = [Tag(kind="tag", term="dog", score=0.9), Tag(kind="keyword", term="dog", score=1.0)]
+        s.add(p)
+    with store.session() as s:
+        p = s.execute(select(Photo)).scalar_one()
+        assert [c.text for c in p.captions] == ["a dog", "a cat"]
+        assert unpack_vector(p.caption_embedding).shape == (384,)
+    with pytest.raises(Exception):
+        with store.write() as s:
+            s.add(_photo())  # same path
+    with store.write() as s:
+        s.execute(text("DELETE FROM photos"))  # plain SQL: the FK cascade does the rest
+    with store.session() as s:
+        assert s.execute(select(func.count()).select_from(Caption)).scalar_one() == 0
+        assert s.execute(select(func.count()).select_from(Tag)).scalar_one() == 0
+    store.close()
+
+
+def test_photo_ids_are_never_reused(tmp_path):
+    store = open_store(tmp_path / "l.db")
+    with store.write() as s:
+        s.add(_photo("/p/1.jpg"))
+        s.add(_photo("/p/2.jpg"))
+    with store.write() as s:
+        s.execute(text("DELETE FROM photos WHERE path = '/p/2.jpg'"))
+    with store.write() as s:
+        p = _photo("/p/3.jpg")
+        s.add(p)
+        s.flush()
+        assert p.id == 3
+    store.close()
+
+
+def test_refuses_files_that_are_not_libraries(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not an imgsearch library"):
+        open_store(junk)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE stuff (x)")
+    with pytest.raises(StoreError, match="not an imgsearch library"):
+        open_store(other)
+    with pytest.raises(StoreError, match="no library"):
+        open_store(tmp_path / "missing.db", create=False)
+    with pytest.raises(StoreError, match="directory"):
+        open_store(tmp_path)
+
+
+def test_refuses_a_newer_schema(tmp_path):
+    db = tmp_path / "l.db"
+    open_store(db).close()
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(StoreError, match="newer imgsearch"):
+        open_store(db)
+
+
+def test_models_match_migrations(tmp_path):
+    """The declarative models and the migrated schema agree (alembic autogenerate finds nothing)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from imgsearch.store.models import Base
+
+    store = open_store(tmp_path / "l.db")
+    with store.engine.connect() as c:
+        diffs = compare_metadata(MigrationContext.configure(c), Base.metadata)
+    store.close()
+    assert diffs == []
+    assert alembic_config().get_main_option("script_location").endswith("migrations")
+
+
+def test_default_paths(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMGSEARCH_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert paths.resolve_db_path() == tmp_path / "xdg" / "imgsearch" / "library.db"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.resolve_db_path() == tmp_path / "home" / ".local" / "share" / "imgsearch" / "library.db"
+    monkeypatch.setenv("IMGSEARCH_DB", str(tmp_path / "env.db"))
+    assert paths.resolve_db_path() == tmp_path / "env.db"
+    assert paths.resolve_db_path(tmp_path / "explicit.db") == tmp_path / "explicit.db"
+    assert paths.resolve_db_path(tmp_path) == tmp_path / "library.db"  # an existing folder
+    db = tmp_path / "library.db"
+    assert paths.captions_faiss_path(db) == tmp_path / "library.db.captions.faiss"
+    assert paths.images_faiss_path(db) == tmp_path / "library.db.images.faiss"
+    assert paths.thumbs_dir(db) == tmp_path / "thumbs"
