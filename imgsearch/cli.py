@@ -1,5 +1,8 @@
 """Command line: ``imgsearch index | query | status`` (thin wrappers over :class:`imgsearch.Library`).
 
+``query`` prints a table on a terminal and tab-separated ``rank score path caption`` lines
+when piped (``imgsearch query dog | cut -f3 | xargs feh``); ``--json`` for everything else.
+
 Exit codes: 0 ok; 1 a user error (missing folder, unreadable library, ...), reported as one
 line on stderr without a traceback; 130 interrupted (Ctrl-C; finished batches are kept).
 Machine-readable output (``--json``) goes to stdout with plain ``print``; progress bars,
@@ -25,8 +28,8 @@ app = typer.Typer(
 
 DbOpt = Annotated[
     Optional[Path],
-    typer.Option("--db", help="Library database file or folder [default: $IMGSEARCH_DB, else "
-                              "$XDG_DATA_HOME/imgsearch/library.db, else ~/.local/share/imgsearch/library.db]",
+    typer.Option("--db", help="Library database file or folder (default: $IMGSEARCH_DB, else "
+                              "$XDG_DATA_HOME/imgsearch/library.db, else ~/.local/share/imgsearch/library.db).",
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -84,13 +87,17 @@ def index(
     db: DbOpt = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto = cuda when available).")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per batch (and per transaction).")] = 32,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Decoding processes [default: min(4, CPUs)]; 0 = none.",
-                                                   show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        min=0, help="Decoding processes (default: min(4, CPUs)); 0 = decode in this process.",
+        show_default=False)] = None,
     beam: Annotated[int, typer.Option(min=1, help="Beam width for captioning.")] = 3,
-    model: Annotated[Optional[Path], typer.Option(help="Captioner checkpoint [default: the shipped one].",
+    model: Annotated[Optional[Path], typer.Option(help="Captioner checkpoint (default: the shipped one).",
                                                   show_default=False)] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed",
                                                help="Retry files that failed before even if unchanged.")] = False,
+    prune_empty: Annotated[bool, typer.Option("--prune-empty",
+                                              help="Drop the photos of a folder that is now empty "
+                                                   "(by default they are kept: unmounted drive?).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
     json_out: JsonOpt = False,
 ):
@@ -99,7 +106,7 @@ def index(
         _fail(f"--device must be auto, cpu or cuda, not {device!r}")
     with _open(db, create=True, device=device, model=model) as lib:
         report = lib.index(paths, batch_size=batch_size, workers=workers, beam=beam,
-                           progress=not (quiet or json_out), retry_failed=retry_failed)
+                           progress=not (quiet or json_out), retry_failed=retry_failed, prune_empty=prune_empty)
     if json_out:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -150,6 +157,10 @@ def query(
         return
     if not hits:
         typer.echo("no matching photos", err=True)
+        return
+    if not sys.stdout.isatty():  # piped: one tab-separated line per hit (rank, score, path, caption)
+        for h in hits:
+            print(f"{h.rank}\t{h.score:.4f}\t{h.path}\t{h.caption}")
         return
     from rich.table import Table
 
@@ -224,6 +235,22 @@ def _human(n: int) -> str:
 # The lead adds `train`, `caption`, `evaluate`, `evaluate-retrieval` here (as @app.command()
 # functions wrapped in @user_errors); `serve` may be added by the web helper. Keep them thin:
 # parse options, call the library/model API, print.
+
+
+# ---------------------------------------------------------------------------- serve
+
+@app.command()
+@user_errors
+def serve(
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but 127.0.0.1 / localhost makes the "
+                                           "photos reachable from the network (a warning is printed).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 = any free port).")] = 8765,
+):
+    """Serve a local web page to search the library by eye (Ctrl-C to stop)."""
+    from imgsearch.serve import serve_command
+
+    serve_command(db, host=host, port=port)
 
 
 def main() -> None:  # pragma: no cover - `python -m imgsearch.cli`

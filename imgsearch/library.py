@@ -38,6 +38,7 @@ FUSION: dict[str, Any] = {
 }
 
 MODES = ("hybrid", "bm25", "dense")
+EMBED_DIM = 384
 
 
 class LibraryError(Exception):
@@ -81,8 +82,12 @@ class Library:
         self._captioner = captioner
         self._embedder = None
         self._vectors: dict[str, Any] = {}
-        self._bm25 = None
         self._lock = threading.RLock()
+        try:
+            self._sync_search_text()
+        except Exception:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Library":
@@ -97,10 +102,30 @@ class Library:
             store.close()
             self.store = None
         self._vectors.clear()
-        self._bm25 = None
 
     def __repr__(self) -> str:
         return f"Library({str(self.path)!r})"
+
+    def _sync_search_text(self) -> None:
+        """(Re)build the BM25 documents when the text normalisation they were made with changed
+        (or the table is new: libraries migrated from before BM25 lived in SQLite)."""
+        from imgsearch.indexer.pipeline import rebuild_search_text
+        from imgsearch.store.db import get_meta, set_meta
+        from imgsearch.text.normalize import NORMALIZER_VERSION
+
+        store = self._store()
+        with store.session() as s:
+            if get_meta(s, "fts_normalizer") == NORMALIZER_VERSION:
+                return
+        try:
+            with store.write() as s:
+                if get_meta(s, "fts_normalizer") != NORMALIZER_VERSION:  # another process may have done it
+                    rebuild_search_text(s)
+                    set_meta(s, "fts_normalizer", NORMALIZER_VERSION)
+        except Exception as e:  # e.g. a read-only library: search still works, with the old terms
+            import logging
+
+            logging.getLogger(__name__).warning("could not rebuild the BM25 index of %s: %s", self.path, e)
 
     def _store(self):
         if self.store is None:
@@ -158,13 +183,14 @@ class Library:
     # ------------------------------------------------------------------ indexing
     def index(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, batch_size: int = 32,
               workers: int | None = None, beam: int = 3, progress: ProgressArg = True,
-              device: str | None = None, retry_failed: bool = False) -> IndexReport:
+              device: str | None = None, retry_failed: bool = False, prune_empty: bool = False) -> IndexReport:
         """Index (incrementally) every photo under ``paths`` (folders or files).
 
         New and changed files are captioned; moved files (same content, old path gone) keep
         their captions; files gone from under ``paths`` are removed; photos captioned by
         another model version are re-captioned. Files that failed before are retried only
-        when they change (size or mtime), or with ``retry_failed=True``.
+        when they change (size or mtime), or with ``retry_failed=True``. A folder that had
+        photos but now has none (an unmounted drive?) keeps them unless ``prune_empty=True``.
         """
         from imgsearch.indexer.pipeline import IndexRunner
         from imgsearch.indexer.scan import RootNotFoundError
@@ -183,56 +209,103 @@ class Library:
             raise LibraryError(f"device must be auto, cpu or cuda, not {device!r}")
         store = self._store()
         with _index_lock(self.path), _progress_reporter(progress) as report_progress:
+            rev0 = store.revision()
             runner = IndexRunner(
                 store, roots,
                 get_captioner=lambda: self.captioner(device),
                 get_version=self._captioner_version,
                 get_embedder=self.embedder,
                 batch_size=batch_size, workers=workers, beam=beam,
-                progress=report_progress, retry_failed=retry_failed,
+                progress=report_progress, retry_failed=retry_failed, prune_empty=prune_empty,
             )
             try:
                 report = runner.run()
             except RootNotFoundError as e:
                 raise LibraryError(f"no such folder or file: {e.filename}") from None
-            self.refresh_caches()
+            for kind in ("caption", "image"):
+                self._update_vectors(kind, rev0, runner.touched)
         return report
 
     # ------------------------------------------------------------------ caches
     def refresh_caches(self) -> None:
-        """Bring the FAISS files up to the database revision (rebuilds from SQLite when stale)."""
+        """Bring the FAISS files up to the database revision (rebuilt from SQLite when stale)."""
         for kind in ("caption", "image"):
             self._vector_index(kind)
 
+    def _faiss_path(self, kind: str) -> Path:
+        return _paths.captions_faiss_path(self.path) if kind == "caption" else _paths.images_faiss_path(self.path)
+
     def _vector_index(self, kind: str):
+        """The FAISS index for ``kind`` at the current revision (loaded, or rebuilt from SQLite and saved)."""
         from imgsearch.search.dense import VectorIndex
 
-        store = self._store()
-        rev = store.revision()
-        cached = self._vectors.get(kind)
-        if cached is not None and cached[0] == rev:
-            return cached[1]
-        path = _paths.captions_faiss_path(self.path) if kind == "caption" else _paths.images_faiss_path(self.path)
+        with self._lock:
+            rev = self._store().revision()
+            cached = self._vectors.get(kind)
+            if cached is not None and cached[0] == rev:
+                return cached[1]
+            vi = VectorIndex.open(self._faiss_path(kind), rev, lambda: self._iter_vectors(kind), dim=EMBED_DIM)
+            self._vectors[kind] = (rev, vi)
+            return vi
+
+    def _update_vectors(self, kind: str, rev0: int, touched: set[int]) -> None:
+        """After an index run: apply its changes to the FAISS file if it was current at ``rev0``
+        (cheap), else rebuild it from SQLite. Saved atomically with the new revision."""
+        from imgsearch.search.dense import VectorIndex
+
+        with self._lock:
+            self._vectors.pop(kind, None)
+            rev = self._store().revision()
+            path = self._faiss_path(kind)
+            try:
+                file_rev = VectorIndex.read_header(path).get("revision")
+            except Exception:  # missing / damaged
+                file_rev = None
+            vi = None
+            if file_rev == rev0 != rev and len(touched) < 50_000:
+                try:
+                    vi = VectorIndex.load(path)
+                except Exception:
+                    vi = None
+            if vi is None or vi.dim != EMBED_DIM:
+                self._vector_index(kind)  # current already, or rebuilt from SQLite
+                return
+            ids = sorted(touched)
+            vi.remove(ids)
+            for b_ids, b_vecs in self._iter_vectors(kind, ids):
+                vi.add(b_ids, b_vecs)
+            try:
+                vi.save(path, revision=rev)
+            except OSError:  # read-only folder: the in-memory index is still right
+                vi.revision = rev
+            self._vectors[kind] = (rev, vi)
+
+    def _iter_vectors(self, kind: str, only: Sequence[int] | None = None, chunk: int = 8192):
+        """(ids, vectors) batches of good photos' embeddings, straight from SQLite."""
+        from sqlalchemy import bindparam, text
+
         column = "caption_embedding" if kind == "caption" else "image_embedding"
-        vi = VectorIndex.open(path, rev, lambda: self._load_vectors(column))
-        self._vectors[kind] = (rev, vi)
-        return vi
-
-    def _load_vectors(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        from sqlalchemy import text
-
-        ids, vecs = [], []
+        base = f"SELECT id, {column} FROM photos WHERE {column} IS NOT NULL AND error IS NULL"
         with self._store().engine.connect() as conn:
-            for pid, blob in conn.execute(text(
-                f"SELECT id, {column} FROM photos WHERE {column} IS NOT NULL AND error IS NULL ORDER BY id"
-            )):
-                v = np.frombuffer(blob, dtype="<f4")
-                if v.shape[0] == 384:
+            if only is None:
+                results = [conn.execute(text(base + " ORDER BY id"))]
+            else:
+                stmt = text(base + " AND id IN :ids").bindparams(bindparam("ids", expanding=True))
+                results = (conn.execute(stmt, {"ids": list(only[i:i + 900])}) for i in range(0, len(only), 900))
+            ids: list[int] = []
+            vecs: list[np.ndarray] = []
+            for res in results:
+                for pid, blob in res:
+                    v = np.frombuffer(blob, dtype="<f4")
+                    if v.shape[0] != EMBED_DIM:
+                        continue
                     ids.append(pid)
                     vecs.append(v)
-        if not ids:
-            return np.zeros((0,), dtype=np.int64), np.zeros((0, 384), dtype=np.float32)
-        return np.asarray(ids, dtype=np.int64), np.stack(vecs).astype(np.float32)
+                    if len(ids) >= chunk:
+                        yield np.asarray(ids, dtype=np.int64), np.stack(vecs)
+                        ids, vecs = [], []
+            if ids:
+                yield np.asarray(ids, dtype=np.int64), np.stack(vecs)
 
     # ------------------------------------------------------------------ query
     def query(self, text: str, k: int = 10, mode: str = "hybrid", in_folder: str | os.PathLike | None = None
@@ -281,55 +354,25 @@ class Library:
         lists = {name: lst for name, lst in lists.items() if lst}
         if not lists:
             return []
-        if len(lists) == 1:
+        if len(lists) == 1 and mode != "hybrid":  # plain scores: BM25, or cosine
             return next(iter(lists.values()))
         weights = FUSION["dense_weights"] if mode == "dense" else FUSION["weights"]
         return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
                     k_rrf=FUSION["k_rrf"])
 
     def _dense_search(self, kind: str, qvec, n: int, allowed: set[int] | None) -> list[tuple[int, float]]:
-        if allowed is not None and len(allowed) <= 20000:
-            return self._dense_brute(kind, qvec, n, allowed)
         vi = self._vector_index(kind)
         if len(vi) == 0:
             return []
-        ids, scores = vi.search(np.asarray(qvec, dtype=np.float32), n)
-        out = [(int(i), float(s)) for i, s in zip(np.ravel(ids), np.ravel(scores)) if int(i) >= 0]
-        if allowed is not None:
-            out = [(i, s) for i, s in out if i in allowed]
-        return out
-
-    def _dense_brute(self, kind: str, qvec, n: int, allowed: set[int]) -> list[tuple[int, float]]:
-        """Exact scores for a small id set straight from SQLite (``--in`` a folder)."""
-        from sqlalchemy import bindparam, text
-
-        if not allowed:
-            return []
-        column = "caption_embedding" if kind == "caption" else "image_embedding"
-        ids, vecs = [], []
-        stmt = text(f"SELECT id, {column} FROM photos WHERE id IN :ids AND {column} IS NOT NULL").bindparams(
-            bindparam("ids", expanding=True))
-        allowed_l = sorted(allowed)
-        with self._store().engine.connect() as conn:
-            for i in range(0, len(allowed_l), 900):
-                for pid, blob in conn.execute(stmt, {"ids": allowed_l[i:i + 900]}):
-                    ids.append(pid)
-                    vecs.append(np.frombuffer(blob, dtype="<f4"))
-        if not ids:
-            return []
-        scores = np.stack(vecs) @ np.asarray(qvec, dtype=np.float32)
-        order = np.argsort(-scores, kind="stable")[:n]
-        return [(int(ids[j]), float(scores[j])) for j in order]
+        ids, scores = vi.search(np.asarray(qvec, dtype=np.float32), n,
+                                allowed_ids=None if allowed is None else np.fromiter(allowed, dtype=np.int64))
+        return [(int(i), float(sc)) for i, sc in zip(ids, scores) if int(i) >= 0]
 
     def _bm25_search(self, text: str, n: int, allowed: set[int] | None) -> list[tuple[int, float]]:
-        out = self._bm25_index().search(text, n if allowed is None else max(n, len(allowed)))
-        out = [(int(i), float(s)) for i, s in out]
-        if allowed is not None:
-            out = [(i, s) for i, s in out if i in allowed]
-        return out[:n]
+        from imgsearch.search import bm25
 
-    def _bm25_index(self):
-        raise NotImplementedError  # wired up once imgsearch.search.bm25 lands
+        with self._store().engine.connect() as conn:
+            return bm25.search(conn, text, n, ids_filter=allowed)
 
     def _count_searchable(self, folder: str | None) -> int:
         from sqlalchemy import func, select

@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from imgsearch.model.beam import beam_search, greedy
 from imgsearch.model.captioner import Captioner, CheckpointError, read_checkpoint
@@ -15,23 +14,7 @@ from imgsearch.model.decoder import DecoderConfig, build_decoder
 from imgsearch.model.preprocess import to_tensor
 from imgsearch.model.vocab import Vocab
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30)}
-SHAPES = ("circle", "square", "triangle")
-
-
-def draw(colour: str, shape: str, rng: random.Random, size: int = 224) -> Image.Image:
-    img = Image.new("RGB", (size, size), (245, 245, 240))
-    d = ImageDraw.Draw(img)
-    r = rng.randint(45, 80)
-    cx, cy = rng.randint(r + 5, size - r - 5), rng.randint(r + 5, size - r - 5)
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "circle":
-        d.ellipse(box, fill=COLOURS[colour])
-    elif shape == "square":
-        d.rectangle(box, fill=COLOURS[colour])
-    else:
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=COLOURS[colour])
-    return img
+from shapes import COLOURS, SHAPES, draw
 
 
 @pytest.fixture(scope="module")

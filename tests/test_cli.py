@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from imgsearch import Library
 from imgsearch.cli import app
 from libtools import make_set, tiny_captioner
-from photos import make_bad_files
 
 runner = CliRunner()
 
@@ -61,8 +60,10 @@ def test_index_query_status_json(tmp_path, tiny_model):
     assert r.exit_code == 0, r.output
     assert {g["path"] for g in json.loads(r.stdout)} <= {str(p) for p in (pics / "sub").iterdir()}
 
-    r = run("query", "a red circle", "--db", db)
-    assert r.exit_code == 0 and str(pics) in r.stdout.replace("\n", "")
+    r = run("query", "a red circle", "--db", db, "-k", 3)  # not a terminal: tab-separated lines
+    assert r.exit_code == 0
+    lines = [ln.split("\t") for ln in r.stdout.splitlines()]
+    assert [(int(a), b, c) for a, _, b, c in lines] == [(h.rank, h.path, h.caption) for h in want]
 
     r = run("status", "--db", db, "--json", "--errors")
     st = json.loads(r.stdout)

@@ -37,8 +37,10 @@ def test_incremental_reindex(tmp_path, cap):
     pb = make_set(b, ["checker", "sky"], "b")
     db = tmp_path / "lib" / "library.db"
     with Library(db, captioner=cap) as lib:
-        r = lib.index([a, b], **KW)
+        calls = []
+        r = lib.index([a, b], **dict(KW, progress=lambda done, total: calls.append((done, total))))
         assert (r.added, r.updated, r.moved, r.removed, r.failed, r.skipped_unchanged) == (6, 0, 0, 0, 0, 0)
+        assert calls[0] == (0, 6) and calls[-1] == (6, 6) and calls == sorted(calls)
         p0 = photos(db)
         assert set(p0) == {str(p) for p in pa + pb}
         assert all(v[1] is None and v[3] == cap.version for v in p0.values())
@@ -96,9 +98,23 @@ def test_incremental_reindex(tmp_path, cap):
         (b / pb[1].name).unlink()
         r = lib.index([a], **KW)
         assert r.removed == 0 and str(pb[1]) in photos(db)
+        # B is now empty: an unmounted drive looks like this, so its photos are kept ...
         r = lib.index([b], **KW)
+        assert r.removed == 0 and str(pb[1]) in photos(db)
+        assert r.errors and r.errors[0][0] == str(b) and "kept its 1 indexed photos" in r.errors[0][1]
+        # ... unless asked
+        r = lib.index([b], prune_empty=True, **KW)
         assert r.removed == 1 and str(pb[1]) not in photos(db)
         assert faiss_ids(lib) == {v[0] for v in photos(db).values()}
+        rev = lib.store.revision()
+
+    # the FAISS file on disk was updated in place with the final revision: a new process loads it as is
+    from imgsearch.paths import captions_faiss_path
+    from imgsearch.search.dense import VectorIndex
+
+    vi = VectorIndex.load(captions_faiss_path(db))
+    assert vi.revision == rev
+    assert set(int(i) for i in vi.ids()) == {v[0] for v in photos(db).values()}
 
 
 def test_move_across_roots_and_model_change(tmp_path, cap):
@@ -115,6 +131,20 @@ def test_move_across_roots_and_model_change(tmp_path, cap):
         assert (r.added, r.moved) == (0, 1)
         assert photos(db)[str(b / "x.jpg")][0] == before[str(pa[0])][0]
 
+    # another text embedder version: caption embeddings are redone, captions are not
+    from imgsearch.store.db import get_meta, set_meta
+
+    with Library(db, captioner=cap) as lib:
+        with lib.store.write() as s:
+            set_meta(s, "text_embedder", "some-older-embedder")
+        rev, p_before = lib.store.revision(), photos(db)
+        r = lib.index([a, b], **KW)
+        assert (r.added, r.updated, r.skipped_unchanged) == (0, 0, 3)
+        assert photos(db) == p_before
+        with lib.store.session() as s:
+            assert get_meta(s, "text_embedder") == lib.embedder().version
+        assert lib.store.revision() > rev
+
     # another model version: every good photo is re-captioned, ids kept
     cap1 = tiny_captioner(1)
     with Library(db, captioner=cap1) as lib:
@@ -127,3 +157,14 @@ def test_move_across_roots_and_model_change(tmp_path, cap):
         st = lib.status()
         assert st["photos"] == 3 and st["model_versions"] == {cap1.version: 3}
         assert st["last_index"]["updated"] == 3
+
+
+def test_one_index_run_at_a_time(tmp_path, cap):
+    from imgsearch.library import LibraryError, _index_lock
+
+    make_set(tmp_path / "A", ["red_circle"], "a")
+    with Library(tmp_path / "library.db", captioner=cap) as lib:
+        with _index_lock(lib.path):  # as if another process were indexing
+            with pytest.raises(LibraryError, match="another `imgsearch index` is running"):
+                lib.index([tmp_path / "A"], **KW)
+        assert lib.index([tmp_path / "A"], **KW).added == 1

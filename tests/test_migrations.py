@@ -9,6 +9,9 @@ from imgsearch.store.db import current_revision, head_revision, make_engine, mig
 
 def test_first_migration_upgrades_cleanly(tmp_path):
     db = tmp_path / "old.db"
+    photo = tmp_path / "p" / "dog.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"x" * 123)
     engine = make_engine(db)
     migrate(engine, "0001")
     assert current_revision(engine) == "0001"
@@ -19,8 +22,8 @@ def test_first_migration_upgrades_cleanly(tmp_path):
         assert "image_embedding" not in cols
         c.execute(
             "INSERT INTO photos (path, folder, size, mtime_ns, content_hash, caption, model_version, indexed_at, "
-            "caption_embedding) VALUES ('/p/dog.jpg', '/p', 123, 456, 'abc', 'a dog on grass', 'v1', "
-            "'2024-01-01 00:00:00', ?)", (b"\x00" * 384 * 4,))
+            "caption_embedding) VALUES (?, ?, 123, 456, 'abc', 'a dog on grass', 'v1', "
+            "'2024-01-01 00:00:00', ?)", (str(photo), str(photo.parent), b"\x00" * 384 * 4))
         pid = c.execute("SELECT id FROM photos").fetchone()[0]
         c.execute("INSERT INTO captions VALUES (?, 0, 'a dog on grass', -1.5)", (pid,))
         c.execute("INSERT INTO tags VALUES (?, 'tag', 'dog', 0.9)", (pid,))
@@ -34,7 +37,7 @@ def test_first_migration_upgrades_cleanly(tmp_path):
             row = c.exec_driver_sql(
                 "SELECT path, folder, size, mtime_ns, caption, model_version, image_embedding, "
                 "length(caption_embedding) FROM photos").one()
-            assert tuple(row) == ("/p/dog.jpg", "/p", 123, 456, "a dog on grass", "v1", None, 1536)
+            assert tuple(row) == (str(photo), str(photo.parent), 123, 456, "a dog on grass", "v1", None, 1536)
             assert c.exec_driver_sql("SELECT text FROM captions").scalar() == "a dog on grass"
             assert c.exec_driver_sql("SELECT term FROM tags").scalar() == "dog"
             assert c.exec_driver_sql("SELECT count(*) FROM index_runs").scalar() == 0
@@ -49,6 +52,14 @@ def test_first_migration_upgrades_cleanly(tmp_path):
     store = open_store(db)
     assert current_revision(store.engine) == head_revision()
     store.close()
+
+    # the Library fills the new BM25 table from the stored captions: searchable without re-captioning
+    from imgsearch import Library
+
+    with Library(db) as lib:
+        hits = lib.query("dogs", mode="bm25")
+        assert [(h.path, h.caption, h.tags) for h in hits] == [(str(photo), "a dog on grass", ["dog"])]
+        assert lib.status()["photos"] == 1
 
 
 def test_migrations_are_transactional(tmp_path, monkeypatch):

@@ -120,11 +120,13 @@ def test_models_match_migrations(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from imgsearch.store.db import include_name
     from imgsearch.store.models import Base
 
     store = open_store(tmp_path / "l.db")
     with store.engine.connect() as c:
-        diffs = compare_metadata(MigrationContext.configure(c), Base.metadata)
+        ctx = MigrationContext.configure(c, opts={"include_name": include_name})
+        diffs = compare_metadata(ctx, Base.metadata)
     store.close()
     assert diffs == []
     assert alembic_config().get_main_option("script_location").endswith("migrations")

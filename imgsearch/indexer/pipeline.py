@@ -21,7 +21,8 @@ One run, in order:
    only whole batches behind; the next run's diff sees exactly what is missing.
 5. Stored photos under the roots whose files are gone (and were not claimed by a move) are
    deleted (captions/tags cascade) in one last transaction. Folders the scan could not
-   read are left alone, as are photos outside the roots being indexed.
+   read are left alone, as are photos outside the roots being indexed, and so is a root
+   that had photos but now shows none (unmounted drive?) unless ``prune_empty=True``.
 
 The search caches (FAISS files) are not touched here; the Library refreshes them after
 the run from SQLite, keyed by the revision.
@@ -207,7 +208,31 @@ def batches(paths: Sequence[str], image_size: int, resize: str, batch_size: int,
         ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory, **kw,
     )
-    yield from loader
+    it = iter(loader)
+    try:
+        yield from it
+    except RuntimeError:
+        # a worker died or hung: kill the others now instead of waiting for them to notice
+        # (first stop torch watching their pids, or their deaths raise over this error)
+        try:
+            from torch.utils.data import _utils
+
+            if getattr(it, "_worker_pids_set", False):
+                _utils.signal_handling._remove_worker_pids(id(it))
+                it._worker_pids_set = False
+        except Exception:  # pragma: no cover - private torch API moved
+            pass
+        for w in getattr(it, "_workers", None) or []:
+            try:
+                if w.is_alive():
+                    w.kill()
+            except Exception:  # pragma: no cover
+                pass
+        raise
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 # --------------------------------------------------------------------------- the run
@@ -219,6 +244,33 @@ class _Described:
     keywords: list[str]
     caption_embedding: bytes | None
     image_embedding: bytes | None
+
+
+def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[str]) -> str:
+    """The BM25 document of a photo: its n-best captions, keywords and tags (normalised by bm25)."""
+    return " . ".join([*captions, " ".join(keywords), " ".join(tags)])
+
+
+def rebuild_search_text(session) -> int:
+    """Rewrite every BM25 document from the stored captions/keywords/tags (one transaction: the caller's)."""
+    from imgsearch.search import bm25
+
+    bm25.ensure_fts(session)
+    bm25.clear(session)
+    caps: dict[int, list[str]] = {}
+    for pid, text in session.execute(
+        select(Caption.photo_id, Caption.text).join(Photo, Photo.id == Caption.photo_id)
+        .where(Photo.error.is_(None)).order_by(Caption.photo_id, Caption.rank)
+    ):
+        caps.setdefault(pid, []).append(text)
+    kw: dict[int, list[str]] = {}
+    tg: dict[int, list[str]] = {}
+    for pid, kind, term in session.execute(
+        select(Tag.photo_id, Tag.kind, Tag.term).order_by(Tag.photo_id, literal_column("tags.rowid"))
+    ):
+        (kw if kind == "keyword" else tg).setdefault(pid, []).append(term)
+    docs = [(pid, doc_text(c, kw.get(pid, []), tg.get(pid, []))) for pid, c in caps.items()]
+    return bm25.upsert_documents(session, docs)
 
 
 def _now() -> datetime:
@@ -251,6 +303,7 @@ class IndexRunner:
         n_best: int = 3,
         progress: ProgressFn | None = None,
         retry_failed: bool = False,
+        prune_empty: bool = False,
     ):
         self.store = store
         self.roots_in = [os.fspath(r) for r in roots]
@@ -263,7 +316,9 @@ class IndexRunner:
         self.n_best = n_best
         self.progress = progress
         self.retry_failed = retry_failed
+        self.prune_empty = prune_empty
         self.report = IndexReport()
+        self.touched: set[int] = set()  # photo ids whose embeddings may have changed (or rows gone)
 
     # ---------------------------------------------------------------- plan
     def plan(self):
@@ -280,6 +335,18 @@ class IndexRunner:
         self.scan_errors = scan_errors
         self.on_disk = {e.path for e in entries}
         self.gone = {p: rows[p].id for p in d.gone}
+        if not self.prune_empty:
+            # A root that had photos and now shows none is far more often an unmounted drive or
+            # an offline share than a deliberate "delete everything": keep its rows, say so.
+            for r in self.roots:
+                if any(is_under(p, r) for p in self.on_disk):
+                    continue
+                kept = [p for p in self.gone if is_under(p, r)]
+                if kept:
+                    for p in kept:
+                        del self.gone[p]
+                    scan_errors.append((r, f"no photos found here: kept its {len(kept)} indexed photos "
+                                           "(unmounted drive?); index with prune_empty / --prune-empty to drop them"))
 
         work: list[WorkItem] = [WorkItem(e.path, "new", None) for e in d.new]
         work += [WorkItem(e.path, "changed", rows[e.path].id) for e in d.changed]
@@ -304,6 +371,7 @@ class IndexRunner:
         started = _now()
         self.plan()
         run_id = self._start_run(started)
+        self._check_text_embedder()
         self.report.errors.extend(self.scan_errors)
         total = len(self.work)
         if self.progress:
@@ -337,6 +405,33 @@ class IndexRunner:
         self.report.seconds = time.monotonic() - t0
         self._finish_run(run_id)
         return self.report
+
+    def _check_text_embedder(self, chunk: int = 256) -> None:
+        """Caption embeddings made by another text embedder are useless to queries: re-embed them
+        all (cheap next to captioning) when the embedder's version changed."""
+        from imgsearch.store.db import get_meta, set_meta
+
+        with self.store.session() as s:
+            stored = get_meta(s, "text_embedder")
+            n = s.execute(select(Photo.id).where(Photo.caption.is_not(None)).limit(1)).first()
+        if stored is None and n is None:
+            return  # empty library: the first batch records the version
+        emb = self.get_embedder()
+        if stored == emb.version:
+            return
+        with self.store.session() as s:
+            todo = list(s.execute(select(Photo.id, Photo.caption).where(Photo.caption.is_not(None),
+                                                                          Photo.error.is_(None))))
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            vecs = np.asarray(emb.embed([c for _, c in part]), dtype=np.float32)
+            with self.store.write() as s:
+                for (pid, _), v in zip(part, vecs):
+                    s.execute(update(Photo).where(Photo.id == pid).values(caption_embedding=pack_vector(v)))
+                bump_revision(s)
+            self.touched.update(pid for pid, _ in part)
+        with self.store.write() as s:
+            set_meta(s, "text_embedder", emb.version)
 
     def _isolate(self, cap, paths: list[str], pos: int, size: int, resize: str, pin: bool) -> int:
         try:
@@ -411,6 +506,7 @@ class IndexRunner:
 
         now = _now()
         moved_pos = {pos for pos, _, _, _ in moves}
+        self._docs: list[tuple[int, str]] = []
         with self.store.write() as s:
             # moves first: re-point the old row at the new path
             for pos, w, info, old_id in moves:
@@ -435,6 +531,15 @@ class IndexRunner:
             for i, info in failed:
                 w = self.work[i]
                 self._write_failure(s, w, info["error"], now)
+            if self._docs:
+                from imgsearch.search import bm25
+
+                bm25.upsert_documents(s, self._docs)
+            if describe and not getattr(self, "_embedder_recorded", False):
+                from imgsearch.store.db import set_meta
+
+                set_meta(s, "text_embedder", self.get_embedder().version)
+                self._embedder_recorded = True
             bump_revision(s)
 
     def _count(self, w: WorkItem) -> None:
@@ -495,6 +600,9 @@ class IndexRunner:
             s.execute(Tag.__table__.insert(), [
                 {"photo_id": pid, "kind": k, "term": t, "score": sc} for (k, t), sc in tags.items()
             ])
+        self.touched.add(pid)
+        self._docs.append((pid, doc_text([t for t, _ in d.captions], [t for (k, t) in tags if k == "keyword"],
+                                         [t for (k, t) in tags if k == "tag"])))
 
     def _copy_description(self, s, src: int, dst: int, now: datetime) -> None:
         row = s.execute(select(Photo.caption, Photo.model_version, Photo.caption_embedding, Photo.image_embedding)
@@ -513,6 +621,9 @@ class IndexRunner:
             s.execute(Caption.__table__.insert(), caps)
         if tags:
             s.execute(Tag.__table__.insert(), tags)
+        self.touched.add(dst)
+        self._docs.append((dst, doc_text([c["text"] for c in caps], [t["term"] for t in tags if t["kind"] == "keyword"],
+                                         [t["term"] for t in tags if t["kind"] == "tag"])))
 
     def _write_failure(self, s, w: WorkItem, reason: str, now: datetime) -> None:
         try:
@@ -520,7 +631,8 @@ class IndexRunner:
         except FileNotFoundError:
             # vanished between scan and decode: it is simply gone
             if w.photo_id is not None:
-                s.execute(delete(Photo).where(Photo.id == w.photo_id))
+                s.execute(delete(Photo).where(Photo.id == w.photo_id))  # trigger drops its BM25 document
+                self.touched.add(w.photo_id)
                 self.report.removed += 1
             return
         except OSError:
@@ -531,9 +643,13 @@ class IndexRunner:
                     caption_embedding=None, image_embedding=None, indexed_at=now, width=None, height=None,
                     taken_at=None)
         if w.photo_id is not None:
+            from imgsearch.search import bm25
+
             s.execute(delete(Caption).where(Caption.photo_id == w.photo_id))
             s.execute(delete(Tag).where(Tag.photo_id == w.photo_id))
             s.execute(update(Photo).where(Photo.id == w.photo_id).values(**vals))
+            bm25.delete_documents(s, [w.photo_id])
+            self.touched.add(w.photo_id)
         else:
             s.add(Photo(path=w.path, folder=os.path.dirname(w.path), **vals))
         self.report.failed += 1
@@ -545,9 +661,10 @@ class IndexRunner:
         if not ids:
             return
         with self.store.write() as s:
-            for i in range(0, len(ids), 500):
+            for i in range(0, len(ids), 500):  # captions/tags cascade; a trigger drops the BM25 documents
                 s.execute(delete(Photo).where(Photo.id.in_(ids[i:i + 500])))
             bump_revision(s)
+        self.touched.update(ids)
         self.report.removed += len(ids)
 
     def _start_run(self, started: datetime) -> int:

@@ -7,6 +7,7 @@ so SQLite DDL is transactional). ``sqlalchemy.url`` is honoured as a fallback so
 """
 from alembic import context
 
+from imgsearch.store.db import include_name  # autogenerate ignores the FTS5 tables
 from imgsearch.store.models import Base
 
 config = context.config
@@ -19,13 +20,15 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 

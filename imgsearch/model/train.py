@@ -11,6 +11,7 @@ stopping, a resumable checkpoint every epoch. Mixed precision on CUDA.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -42,10 +43,10 @@ class TrainConfig:
     encoder: str = "lite0"
     resize: str = "squash"
     kind: str = "transformer"          # transformer | lstm
-    embed_size: int = 256              # d_model
-    hidden_size: int = 1024            # feed-forward width (transformer) / LSTM hidden size
+    embed_size: int = 384              # d_model
+    hidden_size: int = 1536            # feed-forward width (transformer) / LSTM hidden size
     layers: int = 3
-    heads: int = 4
+    heads: int = 6
     dropout: float = 0.3
     lr: float = 5e-4
     weight_decay: float = 0.05
@@ -54,7 +55,7 @@ class TrainConfig:
     teacher_forcing: float = 1.0       # probability of feeding the reference word (1.0 = pure teacher forcing)
     grad_clip: float = 1.0
     batch_size: int = 32               # images per step, each with all its captions
-    epochs: int = 12
+    epochs: int = 15
     patience: int = 3                  # epochs without a better dev CIDEr before stopping
     max_len: int = 22
     min_count: int = 5
@@ -249,3 +250,93 @@ def train(cfg: TrainConfig, log=None) -> dict:
 
 def config_fields() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+# ----------------------------------------------------------------------------- photo → text projection
+
+@dataclass
+class ProjectionTrainConfig:
+    captions: str = ""
+    images: str = ""
+    dev_captions: str | None = None
+    dev_images: str | None = None
+    out: str = "runs/captioner"
+    cache: str | None = None
+    encoder: str = "lite0"
+    resize: str = "squash"
+    hidden: int = 1024
+    dropout: float = 0.5
+    feature_dropout: float = 0.3
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    batch_size: int = 512
+    epochs: int = 6                    # one-cycle schedule; it overfits 6,000 photos after a few epochs
+    patience: int = 3
+    seed: int = 0
+    captions_per_image: int = 5        # MiniLM embeddings of this many references per photo (fewer → repeated)
+
+
+def _caption_embeddings(captions: list[list[str]], per_image: int, path: Path, log) -> np.ndarray:
+    """(N, per_image, 384) MiniLM embeddings of each photo's references, cached in ``path``."""
+    from imgsearch.text.embed import TextEmbedder
+
+    flat = [caps[j % len(caps)] for caps in captions for j in range(per_image)]
+    key = hashlib.sha256("\n".join(flat).encode()).hexdigest()[:16]
+    cached = path.with_name(f"{path.stem}-{key}.npy")
+    if cached.exists():
+        return np.load(cached)
+    emb = TextEmbedder.load()
+    out = np.empty((len(flat), 384), dtype=np.float32)
+    for s in range(0, len(flat), 2048):
+        out[s:s + 2048] = emb.embed(flat[s:s + 2048], batch_size=256)
+        log(f"caption embeddings: {min(s + 2048, len(flat))}/{len(flat)}", final=s + 2048 >= len(flat))
+    out = out.reshape(len(captions), per_image, 384)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cached, out)
+    return out
+
+
+def train_projection_head(cfg: ProjectionTrainConfig, log=None):
+    """Train the photo→MiniLM projection on cached encoder features; returns (model, report)."""
+    from .projection import ProjectionConfig, train_projection
+
+    log = log or _Log()
+    _seed_all(cfg.seed)
+    if not cfg.dev_captions:
+        raise ValueError("the projection needs --dev-captions for early stopping on dev Recall@K")
+    out = Path(cfg.out)
+    cache = Path(cfg.cache) if cfg.cache else out / "features"
+    encoder = load_encoder(cfg.encoder, "cpu")
+    train_set, dev_set = load_captions(cfg.captions), load_captions(cfg.dev_captions)
+    grid, _ = feature_cache(encoder, cfg.images, train_set.file_names, cache / f"train_{cfg.encoder}_{cfg.resize}",
+                            resize=cfg.resize)
+    dev_grid, _ = feature_cache(encoder, cfg.dev_images or cfg.images, dev_set.file_names,
+                                cache / f"dev_{cfg.encoder}_{cfg.resize}", resize=cfg.resize)
+    text = _caption_embeddings(train_set.captions, cfg.captions_per_image, cache / "minilm_train", log)
+    dev_text = _caption_embeddings(dev_set.captions, cfg.captions_per_image, cache / "minilm_dev", log)
+    pcfg = ProjectionConfig(feat_dim=grid.shape[2], hidden=cfg.hidden, dropout=cfg.dropout,
+                            feature_dropout=cfg.feature_dropout)
+    model, report = train_projection(grid, text, dev_grid, dev_text, pcfg, epochs=cfg.epochs,
+                                     batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     patience=cfg.patience, seed=cfg.seed, log=lambda m: log(m, final=True))
+    torch.save({"config": pcfg.to_dict(), "state": model.state_dict(), "report": report}, out / "projection.pt")
+    return model, report
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path, half: bool = True) -> Path:
+    """Combine a run's best captioner and its projection (if trained) into one shippable checkpoint."""
+    from .captioner import Captioner, read_checkpoint
+    from .projection import ProjectionConfig, build_projection
+
+    run_dir = Path(run_dir)
+    ck = read_checkpoint(run_dir / "best.pt")
+    cap = Captioner.from_checkpoint(ck, torch.device("cpu"), version="export")
+    info = dict(ck.get("info", {}))
+    proj_path = run_dir / "projection.pt"
+    if proj_path.exists():
+        p = torch.load(proj_path, map_location="cpu", weights_only=True)
+        cap.projection = build_projection(ProjectionConfig(**p["config"]))
+        cap.projection.load_state_dict(p["state"])
+        cap.projection.eval()
+        info["projection_dev"] = p["report"]["best"]
+    return cap.save(dest, half=half, info=info)

@@ -77,6 +77,11 @@ def alembic_config(connection=None):
     return cfg
 
 
+def include_name(name, type_, parent_names) -> bool:
+    """For Alembic autogenerate: ignore the FTS5 table and its shadow tables (raw DDL in 0003)."""
+    return not (type_ == "table" and name and name.startswith("photo_fts"))
+
+
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 

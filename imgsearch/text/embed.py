@@ -504,6 +504,26 @@ def _load(model_dir: Path, backend: str, verify: bool, cache_dir: Path | None, t
         return loaded
 
 
+TOKEN_BUDGET = 16384  # max rows * padded length per forward call
+
+
+def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Index batches over texts sorted by length (longest first): at most batch_size rows, at most
+    TOKEN_BUDGET padded tokens, and no row shorter than half the batch's longest (bounded padding)."""
+    order = np.argsort(-lengths, kind="stable")
+    out, start = [], 0
+    n = len(order)
+    while start < n:
+        longest = int(lengths[order[start]])
+        end = start + 1
+        limit = min(n, start + batch_size, start + max(1, TOKEN_BUDGET // max(longest, 1)))
+        while end < limit and 2 * int(lengths[order[end]]) >= longest:
+            end += 1
+        out.append(order[start:end])
+        start = end
+    return out
+
+
 class TextEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings: .embed(texts) -> (N, 384) float32, L2-normalised."""
 
@@ -550,10 +570,7 @@ class TextEmbedder:
             return out
         ids = self.tokenize(texts)
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")  # length-sorted batches: little padding
-        batch_size = max(1, int(batch_size))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in _batches(lengths, max(1, int(batch_size))):
             T = int(lengths[idx].max())
             arr = np.zeros((len(idx), T), dtype=np.int64)
             mask = np.zeros((len(idx), T), dtype=np.int64)

@@ -1,0 +1,65 @@
+"""Fuse ranked result lists (BM25, caption vectors, image vectors, ...) into one ranking.
+
+    fuse({"bm25": [(id, score), ...], "dense": [...]}, {"bm25": 1.0, "dense": 1.0}, method="rrf")
+
+method="rrf": reciprocal rank fusion, score(id) = sum_l w_l / (k_rrf + rank_l(id)), ranks from 1.
+method="sum": weighted sum of per-list min-max-normalised scores (a list whose scores are all equal
+              gives each of its ids 1.0).
+Each list is read as "higher score = better" and re-sorted by (score desc, id asc), so its own order
+does not matter; a repeated id keeps its best entry; entries with NaN/inf scores are ignored. An id
+present in only one list still appears. Lists that are missing, None or empty, or whose weight is
+<= 0, contribute nothing (a weight not given is 1.0). Result: [(id, score)] by score desc, ties by
+id asc (deterministic: lists are summed in name order), truncated to `k` when given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+__all__ = ["fuse", "METHODS"]
+
+METHODS = ("rrf", "sum")
+
+
+def _clean(lst: Iterable | None) -> list[tuple[int, float]]:
+    if lst is None:
+        return []
+    best: dict[int, float] = {}
+    for item in lst:
+        i, s = item[0], item[1]
+        s = float(s)
+        if not math.isfinite(s):
+            continue
+        i = int(i)
+        if i not in best or s > best[i]:
+            best[i] = s
+    return sorted(best.items(), key=lambda x: (-x[1], x[0]))
+
+
+def fuse(ranked_lists: Mapping[str, Iterable | None], weights: Mapping[str, float] | None = None,
+         method: str = "rrf", k_rrf: float = 60, k: int | None = None) -> list[tuple[int, float]]:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if k_rrf < 0:
+        raise ValueError("k_rrf must be >= 0")
+    weights = weights or {}
+    total: dict[int, float] = {}
+    for name, lst in sorted((ranked_lists or {}).items(), key=lambda kv: str(kv[0])):  # fixed summation order
+        w = float(weights.get(name, 1.0))
+        if not (w > 0):
+            continue
+        items = _clean(lst)
+        if not items:
+            continue
+        if method == "rrf":
+            for rank, (i, _) in enumerate(items, start=1):
+                total[i] = total.get(i, 0.0) + w / (k_rrf + rank)
+        else:
+            hi, lo = items[0][1], items[-1][1]
+            span = hi - lo
+            for i, s in items:
+                norm = (s - lo) / span if span > 0 else 1.0
+                total[i] = total.get(i, 0.0) + w * norm
+    out = sorted(total.items(), key=lambda x: (-x[1], x[0]))
+    return out[:k] if k is not None else out

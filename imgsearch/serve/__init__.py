@@ -1,0 +1,121 @@
+"""``imgsearch serve``: a local web page to search the library by eye.
+
+    from imgsearch.serve import serve_command
+    serve_command(db=None, host="127.0.0.1", port=8765)    # blocks until Ctrl-C
+
+The app itself is :func:`imgsearch.serve.app.create_app` (FastAPI). Importing this package is
+cheap; FastAPI and uvicorn are imported when a server starts.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgsearch.serve.app import create_app
+
+__all__ = ["serve_command", "create_app", "is_loopback", "host_warning", "DEFAULT_HOST", "DEFAULT_PORT"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def is_loopback(host: str) -> bool:
+    h = (host or "").strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def host_warning(host: str) -> str | None:
+    """The warning printed when the server listens beyond this machine (None for loopback)."""
+    if is_loopback(host):
+        return None
+    return (f"imgsearch: warning: listening on {host}, so other machines on the network can reach this "
+            "server. There is no password: anyone who can reach the port sees every photo in the library. "
+            "Use --host 127.0.0.1 (the default) to keep it on this computer.")
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (port 0 = any free port); LibraryError with a clear reason."""
+    from imgsearch.library import LibraryError
+
+    if not 0 <= int(port) <= 65535:
+        raise LibraryError(f"--port must be between 0 and 65535, not {port}")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise LibraryError(f"cannot listen on {host}: unknown host ({e})") from None
+    family, stype, proto, _, addr = infos[0]
+    sock = socket.socket(family, stype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)  # connections queue from now on, before the server loop starts
+    except OSError as e:
+        sock.close()
+        raise LibraryError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def serve_command(db: str | os.PathLike | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                  *, log_level: str = "warning") -> None:
+    """Open the library, load its models and indexes once, and serve the search page until Ctrl-C
+    (or SIGTERM); then return normally.
+
+    Binds ``127.0.0.1`` unless ``host`` says otherwise (then warns on stderr, and accepts any
+    Host header). Raises :class:`imgsearch.library.LibraryError` for a missing library or a port
+    that cannot be used."""
+    import uvicorn
+
+    from imgsearch.library import Library
+    from imgsearch.serve.app import LOCAL_HOSTS, create_app, warm
+
+    warning = host_warning(host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    lib = Library(db, create=False)
+    sock = None
+    try:
+        sock = listen_socket(host, port)
+        print(f"imgsearch: loading {lib.path} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        warm(lib)
+        app = create_app(lib, allowed_hosts=LOCAL_HOSTS if warning is None else None)
+        print(f"imgsearch: ready in {time.perf_counter() - t0:.1f} s: open {url_for(sock)}  (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: that is how a server stops
+            pass
+        print("imgsearch: server stopped", file=sys.stderr, flush=True)
+    finally:
+        if sock is not None:
+            sock.close()
+        lib.close()
+
+
+def __getattr__(name: str):
+    if name == "create_app":
+        from imgsearch.serve.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'imgsearch.serve' has no attribute {name!r}")

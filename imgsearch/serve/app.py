@@ -1,0 +1,397 @@
+"""The web app: a search page plus the JSON API it uses (FastAPI).
+
+    from imgsearch.serve.app import create_app
+    app = create_app(Library("~/photos.db"))        # or create_app("~/photos.db")
+
+Endpoints (all GET, all read-only):
+
+    /                      the search page (static/index.html)
+    /static/...            its script, style sheet and icon (no CDN: everything is local)
+    /api/info              {"modes": [{"id", "label"}], "default_mode", "k_default", "k_max", "max_query_chars", ...}
+    /api/search?q=&k=&mode=&folder=     → {"query", "mode", "folder", "k", "took_ms", "count", "results": [...]}
+    /api/search?like=ID&k=&folder=      "more like this": photos similar to photo ID (mode "like")
+    /api/photo/{id}        everything stored about one photo (all captions with scores, tags, EXIF date...)
+    /api/status            library size, last index run, failed files with reasons
+    /api/folders           folders of the library (for the folder filter)
+    /photo/{id}            the full photo (as is when a browser can show it, else converted to JPEG)
+    /thumb/{id}            a thumbnail, longest side 320 px, cached in <library dir>/thumbs/
+
+Errors are JSON ``{"detail": "one clear sentence"}``: 400 for a bad query/mode/folder/k, 404 for
+anything that is not a photo of the library (photos are addressed by integer id only).
+Every response carries a Content-Security-Policy (``default-src 'self'``) and ``nosniff``; requests
+whose Host header is not a loopback name are refused (DNS-rebinding guard) unless the server was
+started for other hosts.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterable
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+
+from imgsearch.serve import details as D
+from imgsearch.serve import thumbs as T
+
+log = logging.getLogger("imgsearch.serve")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_QUERY_CHARS = 500
+MAX_FOLDER_CHARS = 4096
+DEFAULT_K = 24
+MAX_K = 200
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MODE_LABELS = {"hybrid": "hybrid", "bm25": "keywords (BM25)", "dense": "dense (caption)", "image": "image"}
+CSP = ("default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
+       "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-resource-policy": "same-origin",
+}
+THUMB_CACHE = "private, max-age=3600"
+PHOTO_CACHE = "private, no-cache"          # revalidate every time (cheap: ETag → 304)
+API_CACHE = "no-store"
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers={"cache-control": API_CACHE})
+
+
+def _not_found() -> JSONResponse:
+    return _error(404, "no such photo")
+
+
+# ---------------------------------------------------------------------------- input checks
+
+def _bad_char(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cs")  # control characters, lone surrogates
+
+
+def clean_query(q: str | None) -> str:
+    """The query as searched: control characters and lone surrogates become spaces, runs of white
+    space collapse. :class:`BadRequest` when nothing is left or it is too long."""
+    if q is None:
+        raise BadRequest("missing query: add ?q=some+words (or ?like=PHOTO_ID)")
+    if len(q) > 4 * MAX_QUERY_CHARS:
+        raise BadRequest(f"query too long: {len(q)} characters (at most {MAX_QUERY_CHARS})")
+    text = " ".join("".join(" " if _bad_char(ch) else ch for ch in q).split())
+    if not text:
+        raise BadRequest("empty query: type a few words")
+    if len(text) > MAX_QUERY_CHARS:
+        raise BadRequest(f"query too long: {len(text)} characters (at most {MAX_QUERY_CHARS})")
+    return text
+
+
+def clean_folder(lib, folder: str | None) -> str | None:
+    """An absolute folder holding library photos, as the library resolves it; None for "all"."""
+    if folder is None or not folder.strip():
+        return None
+    if len(folder) > MAX_FOLDER_CHARS:
+        raise BadRequest("folder path too long")
+    if any(_bad_char(ch) for ch in folder):
+        raise BadRequest("the folder contains control characters")
+    folder = folder.strip()
+    expanded = os.path.expanduser(folder)
+    if not os.path.isabs(expanded):
+        raise BadRequest(f"folder must be an absolute path, not {folder!r}")
+    from imgsearch.indexer.pipeline import resolve_root
+
+    try:
+        root = resolve_root(expanded)
+    except (OSError, ValueError):
+        root = None
+    if root is None or D.count_under(lib, root) == 0:
+        raise BadRequest(f"no photos in the library under {folder}")  # same answer whether it exists or not
+    return root
+
+
+def supported_modes(lib) -> tuple[str, ...]:
+    modes = getattr(lib, "modes", None)
+    if not modes:
+        from imgsearch import library as L
+
+        modes = getattr(L, "MODES", ("hybrid", "bm25", "dense"))
+    return tuple(modes)
+
+
+def _finite(x: Any) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if math.isfinite(x) else 0.0
+
+
+def hit_json(h) -> dict:
+    return {
+        "id": int(h.id),
+        "rank": int(getattr(h, "rank", 0) or 0),
+        "path": h.path,
+        "name": os.path.basename(h.path),
+        "score": _finite(h.score),
+        "caption": h.caption or "",
+        "keywords": list(h.keywords or []),
+        "tags": list(getattr(h, "tags", None) or []),
+        "thumb_url": f"/thumb/{int(h.id)}",
+        "photo_url": f"/photo/{int(h.id)}",
+    }
+
+
+def _etag_matches(request: Request, etag: str) -> bool:
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    tags = [t.strip() for t in inm.split(",")]
+    bare = etag.removeprefix("W/")
+    return "*" in tags or any(t.removeprefix("W/") == bare for t in tags)
+
+
+def _host_of(scope) -> str | None:
+    for k, v in scope.get("headers") or ():
+        if k == b"host":
+            h = v.decode("latin-1").strip().lower()
+            if h.startswith("["):
+                return h[1:h.find("]")] if "]" in h else h
+            return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+    return None
+
+
+class _Guard:
+    """ASGI middleware: refuse foreign Host headers; add the security headers to every response."""
+
+    def __init__(self, app, allowed_hosts: Iterable[str] | None):
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in SECURITY_HEADERS.items():
+                    if k not in headers:
+                        headers[k] = v
+            await send(message)
+
+        if self.allowed is not None:
+            host = _host_of(scope)
+            if host is not None and host not in self.allowed:
+                resp = _error(400, "bad Host header: this server only answers requests addressed to "
+                                   + ", ".join(sorted(self.allowed)))
+                return await resp(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+
+# ---------------------------------------------------------------------------- the app
+
+def warm(lib) -> None:
+    """Load the text embedder, FAISS and BM25 caches now, so the first query is as fast as the rest."""
+    from imgsearch.library import LibraryError
+
+    with contextlib.suppress(LibraryError):
+        lib.refresh_caches()
+    for mode in supported_modes(lib):
+        try:
+            lib.query("photo", k=1, mode=mode)
+        except LibraryError:
+            pass
+        except Exception:  # a broken cache must not stop the server: the query will say what is wrong
+            log.exception("warming up mode %s failed", mode)
+
+
+def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, warm_up: bool = False) -> FastAPI:
+    """The FastAPI app over ``library`` (a :class:`imgsearch.Library`, or a path to open one).
+
+    ``allowed_hosts``: Host header names accepted (default: loopback names); None accepts any.
+    A library opened here from a path is closed when the app shuts down."""
+    from imgsearch.library import Library, LibraryError
+
+    owns = not isinstance(library, Library)
+    lib = Library(library, create=False) if owns else library
+    lock = threading.Lock()  # one query at a time: the library's caches are built lazily
+    modes = supported_modes(lib)
+    default_mode = "hybrid" if "hybrid" in modes else modes[0]
+    thumbs_dir = Path(lib.path).parent / "thumbs"
+    if warm_up:
+        warm(lib)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            if owns:
+                lib.close()
+
+    app = FastAPI(title="imgsearch", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan,
+                  redirect_slashes=False)
+    app.state.library = lib
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            loc = [str(x) for x in e.get("loc", ()) if x not in ("query", "path")]
+            parts.append(f"{'.'.join(loc) or 'request'}: {e.get('msg', 'invalid')}")
+        return _error(400, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(BadRequest)
+    async def _bad(_request, exc: BadRequest):
+        return _error(400, str(exc))
+
+    @app.exception_handler(LibraryError)
+    async def _lib_error(_request, exc: LibraryError):
+        return _error(400, str(exc))
+
+    @app.exception_handler(T.NotServable)
+    async def _not_servable(_request, exc: T.NotServable):
+        log.info("refused: %s", exc)
+        return _not_found()
+
+    @app.exception_handler(D.PhotoNotFound)
+    async def _no_photo(_request, _exc):
+        return _not_found()
+
+    @app.exception_handler(404)
+    async def _404(_request, _exc):
+        return _error(404, "not found")
+
+    # ------------------------------------------------------------------ page
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"cache-control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # ------------------------------------------------------------------ API
+    @app.get("/api/info")
+    def info():
+        import imgsearch
+
+        return JSONResponse({
+            "version": imgsearch.__version__,
+            "db_path": str(lib.path),
+            "modes": [{"id": m, "label": MODE_LABELS.get(m, m)} for m in modes],
+            "default_mode": default_mode,
+            "k_default": DEFAULT_K,
+            "k_max": MAX_K,
+            "max_query_chars": MAX_QUERY_CHARS,
+            "thumb_size": T.THUMB_SIZE,
+        }, headers={"cache-control": API_CACHE})
+
+    @app.get("/api/search")
+    def search(q: str | None = None, k: int = Query(DEFAULT_K, ge=1, le=MAX_K), mode: str | None = None,
+               folder: str | None = None, like: str | None = None):
+        in_folder = clean_folder(lib, folder)
+        if like is not None and like.strip():
+            try:
+                pid = T.parse_id(like.strip())
+            except T.NotServable:
+                raise D.PhotoNotFound(like) from None
+            with lock:
+                t0 = time.perf_counter()
+                hits = D.similar(lib, pid, k=k, in_folder=in_folder)
+                took = (time.perf_counter() - t0) * 1000
+            src = D.photo_details(lib, pid)
+            body = {"query": None, "mode": "like",
+                    "like": {"id": pid, "name": src["name"], "caption": src["caption"]}}
+        else:
+            text = clean_query(q)
+            mode = (mode or default_mode).strip()
+            if mode not in modes:
+                raise BadRequest(f"unsupported mode {mode[:40]!r}: this library supports {', '.join(modes)}")
+            with lock:
+                t0 = time.perf_counter()
+                hits = lib.query(text, k=k, mode=mode, in_folder=in_folder)
+                took = (time.perf_counter() - t0) * 1000
+            body = {"query": text, "mode": mode}
+        results = [hit_json(h) for h in hits]
+        body.update({"folder": in_folder, "k": k, "took_ms": round(took, 1), "count": len(results),
+                     "results": results})
+        return JSONResponse(body, headers={"cache-control": API_CACHE})
+
+    @app.get("/api/photo/{photo_id}")
+    def photo_info(photo_id: str):
+        try:
+            pid = T.parse_id(photo_id)
+        except T.NotServable:
+            return _not_found()
+        d = D.photo_details(lib, pid)
+        d["thumb_url"] = f"/thumb/{pid}"
+        d["photo_url"] = f"/photo/{pid}"
+        return JSONResponse(d, headers={"cache-control": API_CACHE})
+
+    @app.get("/api/status")
+    def status(max_errors: int = Query(500, ge=0, le=100_000)):
+        st = lib.status()
+        errs = lib.errors()
+        st = dict(st, modes=list(modes), failed_files=[{"path": p, "name": os.path.basename(p), "reason": r}
+                                                      for p, r in errs[:max_errors]],
+                  failed_files_total=len(errs))
+        return JSONResponse(st, headers={"cache-control": API_CACHE})
+
+    @app.get("/api/folders")
+    def folders(limit: int = Query(2000, ge=1, le=100_000)):
+        fs, truncated = D.folders(lib, limit)
+        return JSONResponse({"folders": fs, "truncated": truncated}, headers={"cache-control": API_CACHE})
+
+    # ------------------------------------------------------------------ files
+    def _checked(photo_id: str) -> T.PhotoFile:
+        return T.locate(lib.store, T.parse_id(photo_id))
+
+    @app.get("/thumb/{photo_id}")
+    def thumb(photo_id: str, request: Request):
+        pf = _checked(photo_id)
+        headers = {"etag": pf.thumb_etag, "cache-control": THUMB_CACHE}
+        if _etag_matches(request, pf.thumb_etag):
+            return Response(status_code=304, headers=headers)
+        return Response(T.thumbnail(pf, thumbs_dir), media_type="image/jpeg", headers=headers)
+
+    @app.get("/photo/{photo_id}")
+    def photo(photo_id: str, request: Request):
+        pf = _checked(photo_id)
+        headers = {"etag": pf.etag, "cache-control": PHOTO_CACHE}
+        if _etag_matches(request, pf.etag):
+            return Response(status_code=304, headers=headers)
+        ctype, data = T.web_image(pf)
+        if data is not None:
+            return Response(data, media_type=ctype, headers=headers)
+        f = T.open_checked(pf)
+        headers["content-length"] = str(pf.st.st_size)
+        return StreamingResponse(_read_file(f, pf.st.st_size), media_type=ctype, headers=headers)
+
+    app.add_middleware(_Guard, allowed_hosts=allowed_hosts)
+    return app
+
+
+def _read_file(f, size: int, chunk: int = 256 * 1024):
+    try:
+        left = size
+        while left > 0:
+            data = f.read(min(chunk, left))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+    finally:
+        f.close()

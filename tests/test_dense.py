@@ -1,0 +1,167 @@
+import os
+
+import numpy as np
+import pytest
+
+faiss = pytest.importorskip("faiss")
+
+from imgsearch.search import dense as D  # noqa: E402
+from imgsearch.search.dense import VectorIndex  # noqa: E402
+
+DIM = 384
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_omp_thread():
+    # OpenMP spin-waiting makes tiny FAISS calls crawl on a busy 2-core machine
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(n)
+
+
+def unit(n, seed=0, dim=DIM):
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def brute(ids, vecs, q, k, allowed=None):
+    s = vecs @ q
+    cand = np.arange(len(ids)) if allowed is None else np.flatnonzero(np.isin(ids, list(allowed)))
+    order = sorted(cand.tolist(), key=lambda j: (-s[j], ids[j]))[:k]
+    return ids[order], s[order]
+
+
+@pytest.fixture(params=["flat", "hnsw"])
+def kind(request):
+    return request.param
+
+
+def make(kind, n=300, seed=0):
+    ids = (np.arange(n, dtype=np.int64) * 7919 + 10**12)  # large, non-contiguous int64 ids
+    vecs = unit(n, seed)
+    idx = VectorIndex(dim=DIM, index_type=kind)
+    idx.add(ids, vecs)
+    return idx, ids, vecs
+
+
+def test_search_matches_brute_force(kind):
+    idx, ids, vecs = make(kind)
+    assert len(idx) == 300
+    q = unit(5, seed=1)
+    for r in range(5):
+        got_i, got_s = idx.search(q[r], 10)
+        ref_i, ref_s = brute(ids, vecs, q[r], 10)
+        assert got_i.dtype == np.int64 and got_s.dtype == np.float32
+        assert list(got_i) == list(ref_i)
+        assert np.allclose(got_s, ref_s, atol=1e-5)
+    I, S = idx.search(q, 10)
+    assert I.shape == (5, 10) and S.shape == (5, 10)
+
+
+def test_k_larger_than_index_and_empty(kind):
+    idx, ids, vecs = make(kind, n=4)
+    i1, s1 = idx.search(unit(1, 3)[0], 10)
+    assert len(i1) == 4 and set(i1) == set(ids)
+    I, S = idx.search(unit(2, 3), 10)
+    assert I.shape == (2, 10) and (I[:, 4:] == -1).all() and np.isneginf(S[:, 4:]).all()
+    empty = VectorIndex(index_type=kind)
+    i, s = empty.search(unit(1)[0], 5)
+    assert len(i) == 0 and len(s) == 0
+    assert empty.search(unit(1)[0], 0)[0].shape == (0,)
+
+
+def test_upsert_and_remove(kind):
+    idx, ids, vecs = make(kind, n=50)
+    target = ids[7]
+    newv = unit(1, seed=99)[0]
+    idx.add([target], newv[None])  # replace
+    assert len(idx) == 50
+    i, s = idx.search(newv, 1)
+    assert i[0] == target and s[0] == pytest.approx(1.0, abs=1e-5)
+    assert idx.remove([target, 123]) == 1
+    assert len(idx) == 49 and target not in idx
+    i, _ = idx.search(newv, 50)
+    assert target not in set(i) and len(i) == 49
+    assert idx.remove([target]) == 0
+    # repeated id inside one add: the last vector wins
+    idx.add([5, 5], np.stack([vecs[0], newv]))
+    assert len(idx) == 50
+    i, s = idx.search(newv, 1)
+    assert i[0] == 5
+
+
+def test_allowed_ids_exact_and_selector(kind, monkeypatch):
+    idx, ids, vecs = make(kind)
+    q = unit(1, seed=5)[0]
+    allowed = set(ids[::3].tolist()) | {42}  # 42 is not in the index
+    ref_i, _ = brute(ids, vecs, q, 10, allowed)
+    got_i, _ = idx.search(q, 10, allowed_ids=allowed)  # small set: exact reconstruction path
+    assert list(got_i) == list(ref_i)
+    monkeypatch.setattr(D, "_BRUTE_FORCE_MAX", 0)  # force the FAISS IDSelector path
+    got_i, _ = idx.search(q, 10, allowed_ids=np.array(sorted(allowed)))
+    assert list(got_i) == list(ref_i)
+    assert len(idx.search(q, 10, allowed_ids=[])[0]) == 0
+
+
+def test_save_load_roundtrip(kind, tmp_path):
+    idx, ids, vecs = make(kind)
+    idx.remove(ids[:10])
+    p = tmp_path / "library.db.captions.faiss"
+    idx.save(p, revision=17)
+    assert sorted(os.listdir(tmp_path)) == [p.name]  # no temp files left behind
+    h = VectorIndex.read_header(p)
+    assert h["revision"] == 17 and h["count"] == 290 and h["dim"] == DIM and h["index_type"] == kind
+    back = VectorIndex.load(p)
+    assert back.revision == 17 and len(back) == 290 and back.index_type == kind
+    assert set(back.ids().tolist()) == set(ids[10:].tolist())
+    q = unit(3, seed=8)
+    assert (back.search(q, 10)[0] == idx.search(q, 10)[0]).all()
+
+
+def test_open_rebuilds_when_missing_stale_or_damaged(tmp_path):
+    ids = np.arange(1, 101, dtype=np.int64)
+    vecs = unit(100, seed=2)
+    calls = []
+
+    def loader():
+        calls.append(1)
+        for s in range(0, 100, 32):  # batches, like rows streamed from SQLite
+            yield ids[s:s + 32], vecs[s:s + 32]
+
+    p = tmp_path / "x.faiss"
+    idx = VectorIndex.open(p, 3, loader)
+    assert len(calls) == 1 and len(idx) == 100 and p.exists()
+    idx = VectorIndex.open(p, 3, loader)  # fresh: no rebuild
+    assert len(calls) == 1 and len(idx) == 100
+    idx = VectorIndex.open(p, 4, loader)  # store moved on: rebuild
+    assert len(calls) == 2 and VectorIndex.read_header(p)["revision"] == 4
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # truncated
+    assert len(VectorIndex.open(p, 4, loader)) == 100 and len(calls) == 3
+    p.write_bytes(b"garbage" * 100)
+    assert len(VectorIndex.open(p, 4, loader)) == 100 and len(calls) == 4
+    assert len(VectorIndex.open(p, 4, loader, index_type="hnsw")) == 100 and len(calls) == 5  # other type
+    assert VectorIndex.read_header(p)["index_type"] == "hnsw"
+    # a loader returning one (ids, vectors) pair also works, as does an empty store
+    assert len(VectorIndex.open(tmp_path / "y.faiss", 1, lambda: (ids, vecs))) == 100
+    assert len(VectorIndex.open(tmp_path / "z.faiss", 1, lambda: iter(()))) == 0
+
+
+def test_hnsw_compaction_keeps_results():
+    idx, ids, vecs = make("hnsw", n=200)
+    idx.remove(ids[:120])  # > 25 % dead -> compacted
+    assert len(idx) == 80 and idx._index.ntotal == 80
+    q = unit(1, seed=4)[0]
+    ref_i, _ = brute(ids[120:], vecs[120:], q, 5)
+    assert list(idx.search(q, 5)[0]) == list(ref_i)
+
+
+def test_bad_input():
+    idx = VectorIndex()
+    with pytest.raises(ValueError):
+        idx.add([1], np.zeros((1, 10), np.float32))
+    with pytest.raises(ValueError):
+        idx.add([1, 2], unit(1))
+    with pytest.raises(ValueError):
+        VectorIndex(index_type="ivf")
