@@ -33,12 +33,25 @@ FUSION: dict[str, Any] = {
     "method": "rrf",                 # "rrf" | "sum" (see imgsearch.search.fuse)
     "k_rrf": 60,
     "weights": {"bm25": 1.0, "caption": 1.0, "image": 1.0},
-    "dense_weights": {"caption": 1.0, "image": 1.0},   # mode="dense": caption + image lists
+    "like_weights": {"caption": 1.0, "image": 1.0},    # query(like=photo): photo↔photo and caption↔caption
     "overfetch": 4,                  # candidates per list = max(k * overfetch, k + 20)
 }
 
-MODES = ("hybrid", "bm25", "dense")
+# hybrid: all signals fused; bm25: words only; dense: query ↔ caption embeddings; image: query ↔ photo embeddings
+MODES = ("hybrid", "bm25", "dense", "image")
 EMBED_DIM = 384
+
+
+def fuse_lists(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[tuple[int, float]]:
+    """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
+    from imgsearch.search.fuse import fuse
+
+    if not lists:
+        return []
+    if len(lists) == 1:
+        return next(iter(lists.values()))
+    return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
+                k_rrf=FUSION["k_rrf"])
 
 
 class LibraryError(Exception):
@@ -308,9 +321,12 @@ class Library:
                 yield np.asarray(ids, dtype=np.int64), np.stack(vecs)
 
     # ------------------------------------------------------------------ query
-    def query(self, text: str, k: int = 10, mode: str = "hybrid", in_folder: str | os.PathLike | None = None
-              ) -> list[Hit]:
-        """The ``k`` best photos for free ``text``. Photos whose file is gone are skipped."""
+    def query(self, text: str | None = None, k: int = 10, mode: str = "hybrid",
+              in_folder: str | os.PathLike | None = None, like: str | os.PathLike | int | None = None) -> list[Hit]:
+        """The ``k`` best photos for free ``text`` — or, with ``like`` (a photo path, indexed or not, or a
+        photo id), the photos most similar to that photo. Photos whose file is gone are skipped."""
+        if like is not None:
+            return self._query_like(like, k, in_folder)
         if mode not in MODES:
             raise LibraryError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         text = (text or "").strip()
@@ -328,37 +344,80 @@ class Library:
         total = self._count_searchable(folder)
         if total == 0:
             return []
-        n = max(k * FUSION["overfetch"], k + 20)
-        qvec = None
-        if mode in ("dense", "hybrid"):
-            qvec = self.embedder().embed([text])[0]
+        qvec = self.embedder().embed([text])[0] if mode != "bm25" else None
         allowed = self._ids_under(folder) if folder is not None else None
+        return self._search(lambda n: self.ranked_lists(text, qvec, mode, n, allowed), k, total,
+                            FUSION["weights"])
+
+    def _search(self, lists_for, k: int, total: int, weights: dict[str, float]) -> list[Hit]:
+        """Fuse the ranked lists, over-fetching until ``k`` photos whose files still exist are found."""
+        n = max(k * FUSION["overfetch"], k + 20)
         while True:
-            ranked = self._ranked(text, qvec, mode, n, allowed)
-            hits = self._hits(ranked, k)
+            hits = self._hits(fuse_lists(lists_for(n), weights), k)
             if len(hits) >= k or n >= total:
                 return hits
             n *= 4
 
-    def _ranked(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None) -> list[tuple[int, float]]:
-        from imgsearch.search.fuse import fuse
-
+    def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None
+                     ) -> dict[str, list[tuple[int, float]]]:
+        """The per-signal ranked lists (id, score) of a query, before fusion."""
         lists: dict[str, list[tuple[int, float]]] = {}
         if mode in ("bm25", "hybrid"):
             lists["bm25"] = self._bm25_search(text, n, allowed)
         if mode in ("dense", "hybrid"):
             lists["caption"] = self._dense_search("caption", qvec, n, allowed)
-            img = self._dense_search("image", qvec, n, allowed)
-            if img:
-                lists["image"] = img
-        lists = {name: lst for name, lst in lists.items() if lst}
-        if not lists:
+        if mode in ("image", "hybrid"):
+            lists["image"] = self._dense_search("image", qvec, n, allowed)
+        return {name: lst for name, lst in lists.items() if lst}
+
+    def _query_like(self, like, k: int, in_folder) -> list[Hit]:
+        folder = resolve_root(in_folder) if in_folder is not None else None
+        if folder is not None and not os.path.isdir(folder):
+            raise LibraryError(f"no such folder: {folder}")
+        cap_vec, img_vec = self._photo_vectors(like)
+        total = self._count_searchable(folder)
+        if total == 0:
             return []
-        if len(lists) == 1 and mode != "hybrid":  # plain scores: BM25, or cosine
-            return next(iter(lists.values()))
-        weights = FUSION["dense_weights"] if mode == "dense" else FUSION["weights"]
-        return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
-                    k_rrf=FUSION["k_rrf"])
+        allowed = self._ids_under(folder) if folder is not None else None
+
+        def lists_for(n: int):
+            lists = {"caption": self._dense_search("caption", cap_vec, n, allowed)}
+            if img_vec is not None:
+                lists["image"] = self._dense_search("image", img_vec, n, allowed)
+            return {name: lst for name, lst in lists.items() if lst}
+
+        return self._search(lists_for, int(k), total, FUSION["like_weights"])
+
+    def _photo_vectors(self, like) -> tuple[np.ndarray, np.ndarray | None]:
+        """(caption embedding, photo embedding) of an indexed photo (by id or path), else computed now."""
+        from sqlalchemy import select
+
+        from imgsearch.store.models import Photo
+
+        with self._store().session() as s:
+            q = select(Photo.caption_embedding, Photo.image_embedding).where(Photo.error.is_(None))
+            if isinstance(like, int):
+                q = q.where(Photo.id == like)
+            else:
+                q = q.where(Photo.path == os.path.abspath(os.fspath(like)))
+            row = s.execute(q).first()
+        if row is not None and row.caption_embedding is not None:
+            img = np.frombuffer(row.image_embedding, dtype="<f4") if row.image_embedding is not None else None
+            return np.frombuffer(row.caption_embedding, dtype="<f4"), img
+        if isinstance(like, int):
+            raise LibraryError(f"no indexed photo with id {like}")
+        path = os.path.abspath(os.fspath(like))
+        if not os.path.isfile(path):
+            raise LibraryError(f"no such photo: {path}")
+        from imgsearch.indexer.decode import DecodeError, open_photo, to_model_input
+
+        cap = self.captioner()
+        try:
+            image = to_model_input(open_photo(path, target=cap.image_size), cap.image_size, cap.resize)
+        except DecodeError as e:
+            raise LibraryError(f"cannot read {path}: {e}") from None
+        d = cap.describe(image[None], beam=3, n_best=1)[0]
+        return self.embedder().embed([d.caption])[0], d.image_embedding
 
     def _dense_search(self, kind: str, qvec, n: int, allowed: set[int] | None) -> list[tuple[int, float]]:
         vi = self._vector_index(kind)

@@ -189,3 +189,45 @@ def test_sqlalchemy_connection_and_session(tmp_path):
         s.commit()
     with eng.connect() as c:
         assert bm25.search(c, "dog", 5) == [] and bm25.count(c) == 1
+
+
+# ---------------------------------------------------------------- BM25Cache (accelerator)
+
+def test_cache_matches_fts5(ro_db, tmp_path):
+    conn, docs = ro_db
+    cache = bm25.BM25Cache.build(conn, revision=7)
+    assert len(cache) == len(docs)
+    ref = FTS5Reference(docs)
+    for q in QUERIES:
+        got = cache.search(q, 10)
+        want = bm25.search(conn, q, 10)
+        assert [i for i, _ in got] == [i for i, _ in want], q
+        for (_, a), (_, b) in zip(got, want):
+            assert a == pytest.approx(b, rel=1e-5)
+        assert_same_topk(want, ref.scores(q))
+        assert cache.search(q, 5, ids_filter=[1000, 1003, 1006]) == [
+            (i, pytest.approx(s, rel=1e-5)) for i, s in bm25.search(conn, q, 5, ids_filter=[1000, 1003, 1006])]
+    for q in NASTY:
+        assert isinstance(cache.search(q, 10), list)
+    assert cache.search("dog", 0) == [] and cache.search("dog", 5, ids_filter=[]) == []
+
+
+def test_cache_persistence_and_freshness(ro_db, tmp_path):
+    conn, _ = ro_db
+    p = tmp_path / "library.db.bm25"
+    bm25.BM25Cache.build(conn).save(p, revision=3)
+    assert bm25.BM25Cache.open(p, 3) is not None
+    assert bm25.BM25Cache.open(p, 4) is None  # stale
+    assert bm25.BM25Cache.open(tmp_path / "missing", 3) is None
+    loaded = bm25.BM25Cache.load(p)
+    assert loaded.search("black dog", 10) == bm25.BM25Cache.build(conn).search("black dog", 10)
+    p.write_bytes(p.read_bytes()[:100])  # damaged
+    assert bm25.BM25Cache.open(p, 3) is None
+    # search_with_cache: the cache is used only at its own revision
+    fake = bm25.BM25Cache.from_documents([(1, "zebra")], revision=9)
+    assert bm25.search_with_cache(conn, "zebra", 5, cache=fake, revision=9) == [(1, pytest.approx(fake.search("zebra")[0][1]))]
+    assert bm25.search_with_cache(conn, "zebra", 5, cache=fake, revision=10) == []  # FTS5 has no zebra
+    empty = bm25.BM25Cache.from_documents([], revision=1)
+    assert empty.search("dog") == []
+    empty.save(tmp_path / "e.bm25")
+    assert len(bm25.BM25Cache.load(tmp_path / "e.bm25")) == 0

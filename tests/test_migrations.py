@@ -86,3 +86,9 @@ def test_migrations_are_transactional(tmp_path, monkeypatch):
         cols = {r[1] for r in c.exec_driver_sql("PRAGMA table_info(photos)")}
     assert "image_embedding" not in cols  # the ADD COLUMN before the failure was rolled back
     engine.dispose()
+
+
+def test_fast_head_matches_alembic():
+    from imgsearch.store.db import _head_from_files
+
+    assert _head_from_files() == head_revision()

@@ -80,7 +80,7 @@ class Captioner:
         path = Path(path) if path is not None else shipped_checkpoint()
         ckpt = read_checkpoint(path)
         dev = resolve_device(device)
-        return cls.from_checkpoint(ckpt, dev, version=_file_version(path))
+        return cls.from_checkpoint(ckpt, dev, version=checkpoint_version(path))
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: torch.device, version: str, encoder: ImageEncoder | None = None):
@@ -195,7 +195,9 @@ class Captioner:
         return torch.nn.functional.normalize(z, dim=-1).cpu().numpy().astype(np.float32)
 
 
-def _file_version(path: Path) -> str:
+def checkpoint_version(path: str | Path | None = None) -> str:
+    """The version string a checkpoint's captions are stored under: file stem + first 12 hex of its SHA-256."""
+    path = Path(path) if path is not None else shipped_checkpoint()
     h = hashlib.sha256(path.read_bytes()).hexdigest()
     return f"{path.stem}-{h[:12]}"
 

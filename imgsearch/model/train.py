@@ -55,7 +55,7 @@ class TrainConfig:
     teacher_forcing: float = 1.0       # probability of feeding the reference word (1.0 = pure teacher forcing)
     grad_clip: float = 1.0
     batch_size: int = 32               # images per step, each with all its captions
-    epochs: int = 15
+    epochs: int = 10
     patience: int = 3                  # epochs without a better dev CIDEr before stopping
     max_len: int = 22
     min_count: int = 5

@@ -98,7 +98,8 @@ def serve_command(db: str | os.PathLike | None = None, host: str = DEFAULT_HOST,
         print(f"imgsearch: loading {lib.path} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         warm(lib)
-        app = create_app(lib, allowed_hosts=LOCAL_HOSTS if warning is None else None)
+        # loopback: only requests addressed to a loopback name (DNS-rebinding guard); else any Host
+        app = create_app(lib, allowed_hosts=(*LOCAL_HOSTS, host.strip("[]").lower()) if warning is None else None)
         print(f"imgsearch: ready in {time.perf_counter() - t0:.1f} s: open {url_for(sock)}  (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")

@@ -230,7 +230,9 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
     lock = threading.Lock()  # one query at a time: the library's caches are built lazily
     modes = supported_modes(lib)
     default_mode = "hybrid" if "hybrid" in modes else modes[0]
-    thumbs_dir = Path(lib.path).parent / "thumbs"
+    from imgsearch.paths import thumbs_dir as _thumbs_dir
+
+    thumbs_dir = _thumbs_dir(lib.path)  # <library dir>/thumbs
     if warm_up:
         warm(lib)
 

@@ -118,6 +118,11 @@ def similar(lib, photo_id: int, k: int = 24, in_folder: str | None = None):
     if not queries:
         return []
     allowed = _folder_ids(lib, in_folder)
+    if allowed is not None:
+        allowed.discard(photo_id)
+        if not allowed:
+            return []
+        total = len(allowed) + 1
     n = max(k * FUSION.get("overfetch", 4), k + 20) + 1
     while True:
         lists = {}
@@ -125,11 +130,9 @@ def similar(lib, photo_id: int, k: int = 24, in_folder: str | None = None):
             vi = lib._vector_index(kind)
             if len(vi) == 0:
                 continue
-            ids, scores = vi.search(q, n)
+            ids, scores = vi.search(q, n, allowed_ids=None if allowed is None else np.fromiter(allowed, np.int64))
             lst = [(int(i), float(sc)) for i, sc in zip(np.ravel(ids), np.ravel(scores))
                    if int(i) >= 0 and int(i) != photo_id]
-            if allowed is not None:
-                lst = [(i, sc) for i, sc in lst if i in allowed]
             if lst:
                 lists[kind] = lst
         if not lists:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,17 @@ def alembic_config(connection=None):
 def include_name(name, type_, parent_names) -> bool:
     """For Alembic autogenerate: ignore the FTS5 table and its shadow tables (raw DDL in 0003)."""
     return not (type_ == "table" and name and name.startswith("photo_fts"))
+
+
+def _head_from_files() -> str | None:
+    """The head revision read from the version file names (``NNNN_*.py``, a linear history),
+    so that opening an up-to-date library does not need to import Alembic at all."""
+    try:
+        revs = [m.group(1) for f in os.listdir(MIGRATIONS_DIR / "versions")
+                if (m := re.match(r"(\d{4})_\w+\.py$", f))]
+    except OSError:
+        return None
+    return max(revs) if revs else None
 
 
 def head_revision() -> str:
@@ -196,6 +208,15 @@ def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = 
 
     engine = make_engine(path)
     try:
+        fast_head = _head_from_files()
+        if fast_head is not None and path.is_file() and path.stat().st_size > 0:
+            try:
+                with engine.connect() as conn:
+                    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+                if row is not None and row[0] == fast_head:
+                    return Store(path=path, engine=engine)  # up to date: no Alembic import
+            except (OperationalError, DatabaseError):
+                pass  # not a library / no table yet: the full checks below say which
         _check_is_library(engine, path)
         current = current_revision(engine)
         head = head_revision()
