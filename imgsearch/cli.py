@@ -283,7 +283,6 @@ def train(
                                                         "(what `imgsearch index --model` and the package load).")] = None,
 ):
     """Train the caption decoder (and the photo→text projection) on COCO-style captions."""
-    from dataclasses import asdict
 
     from imgsearch.model.train import ProjectionTrainConfig, TrainConfig, export_checkpoint, train as run_train
     from imgsearch.model.train import train_projection_head

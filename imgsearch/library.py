@@ -335,7 +335,6 @@ class Library:
         k = int(k)
         if k < 1:
             return []
-        store = self._store()
         folder = None
         if in_folder is not None:
             folder = resolve_root(in_folder)

@@ -327,10 +327,14 @@ class IndexRunner:
         scan_errors: list[tuple[str, str]] = []
         entries = list(scan(self.roots_in, on_error=lambda p, r: scan_errors.append((p, r))))
         self.roots = [resolve_root(r) for r in self.roots_in]
+        rows = {}
         with self.store.session() as s:
-            q = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.error, Photo.model_version,
-                       Photo.caption).where(or_(*[under_clause(Photo.path, r) for r in self.roots]))
-            rows = {r.path: r for r in s.execute(q)}
+            # roots in chunks: `imgsearch index *.jpg` passes thousands of them, more than one SQL
+            # expression may hold
+            for i in range(0, len(self.roots), 200):
+                q = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.error, Photo.model_version,
+                           Photo.caption).where(or_(*[under_clause(Photo.path, r) for r in self.roots[i:i + 200]]))
+                rows.update({r.path: r for r in s.execute(q)})
         d = diff(entries, {p: (r.size, r.mtime_ns) for p, r in rows.items()}, [p for p, _ in scan_errors])
         self.scan_errors = scan_errors
         self.on_disk = {e.path for e in entries}
@@ -339,7 +343,7 @@ class IndexRunner:
             # A root that had photos and now shows none is far more often an unmounted drive or
             # an offline share than a deliberate "delete everything": keep its rows, say so.
             for r in self.roots:
-                if any(is_under(p, r) for p in self.on_disk):
+                if not os.path.isdir(r) or any(is_under(p, r) for p in self.on_disk):  # a file root just goes
                     continue
                 kept = [p for p in self.gone if is_under(p, r)]
                 if kept:

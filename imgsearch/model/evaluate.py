@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 
 
 def evaluate_captions(captions: str | Path, images: str | Path, captioner=None, beam: int = 3,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 
 EMBED_DIM = 384
 
@@ -70,83 +69,22 @@ def photo_details(lib, photo_id: int) -> dict[str, Any]:
         }
 
 
-def _vector(blob: bytes | None) -> np.ndarray | None:
-    if blob is None:
-        return None
-    v = np.frombuffer(blob, dtype="<f4")
-    if v.shape[0] != EMBED_DIM or not np.all(np.isfinite(v)):
-        return None
-    return v.astype(np.float32)
-
-
-def _folder_ids(lib, folder: str | None) -> set[int] | None:
-    if folder is None:
-        return None
+def similar(lib, photo_id: int, k: int = 24, in_folder: str | None = None):
+    """Photos like ``photo_id`` (itself excluded), best first, as ``Hit``s — ``Library.query(like=id)``."""
     from sqlalchemy import select
 
-    from imgsearch.indexer.pipeline import under_clause
     from imgsearch.store.models import Photo
 
     with lib.store.session() as s:
-        return set(s.execute(select(Photo.id).where(under_clause(Photo.path, folder),
-                                                    Photo.error.is_(None))).scalars())
-
-
-def similar(lib, photo_id: int, k: int = 24, in_folder: str | None = None):
-    """Photos like ``photo_id`` (itself excluded), best first, as ``Hit``s.
-
-    Ranked lists: cosine of the photo's caption embedding with every caption embedding, and of its
-    image embedding with every image embedding (when it has one); fused with the library's dense
-    fusion weights (RRF). ``in_folder`` (an absolute folder) restricts the results."""
-    from sqlalchemy import func, select
-
-    from imgsearch.library import FUSION
-    from imgsearch.search.fuse import fuse
-    from imgsearch.store.models import Photo
-
-    with lib.store.session() as s:
-        row = s.execute(select(Photo.caption_embedding, Photo.image_embedding)
-                        .where(Photo.id == photo_id, Photo.error.is_(None))).first()
-        total = int(s.execute(select(func.count()).select_from(Photo).where(Photo.error.is_(None))).scalar_one())
-    if row is None:
-        raise PhotoNotFound(photo_id)
+        if s.execute(select(Photo.id).where(Photo.id == photo_id, Photo.error.is_(None))).first() is None:
+            raise PhotoNotFound(photo_id)
     k = int(k)
     if k < 1:
         return []
-    queries = {kind: v for kind, v in (("caption", _vector(row.caption_embedding)),
-                                       ("image", _vector(row.image_embedding))) if v is not None}
-    if not queries:
-        return []
-    allowed = _folder_ids(lib, in_folder)
-    if allowed is not None:
-        allowed.discard(photo_id)
-        if not allowed:
-            return []
-        total = len(allowed) + 1
-    n = max(k * FUSION.get("overfetch", 4), k + 20) + 1
-    while True:
-        lists = {}
-        for kind, q in queries.items():
-            vi = lib._vector_index(kind)
-            if len(vi) == 0:
-                continue
-            ids, scores = vi.search(q, n, allowed_ids=None if allowed is None else np.fromiter(allowed, np.int64))
-            lst = [(int(i), float(sc)) for i, sc in zip(np.ravel(ids), np.ravel(scores))
-                   if int(i) >= 0 and int(i) != photo_id]
-            if lst:
-                lists[kind] = lst
-        if not lists:
-            ranked = []
-        elif len(lists) == 1:
-            ranked = next(iter(lists.values()))
-        else:
-            weights = FUSION.get("dense_weights", {})
-            ranked = fuse(lists, {name: weights.get(name, 1.0) for name in lists},
-                          method=FUSION.get("method", "rrf"), k_rrf=FUSION.get("k_rrf", 60))
-        hits = lib._hits(ranked, k)
-        if len(hits) >= k or n >= total:
-            return hits
-        n *= 4
+    hits = [h for h in lib.query(like=int(photo_id), k=k + 1, in_folder=in_folder) if h.id != photo_id][:k]
+    for rank, h in enumerate(hits, 1):
+        h.rank = rank
+    return hits
 
 
 def count_under(lib, folder: str) -> int:
