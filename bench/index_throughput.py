@@ -187,61 +187,75 @@ def child(job: dict, timeout: float | None = None) -> dict:
 
 # ============================================================== photo generation (not timed)
 
-def generate_photos(folder: Path, n_jpeg: int, n_png: int, seed: int = 0, quality: int = 90,
-                    size=(4000, 3000), noise: float = 7.0) -> list[Path]:
-    """Camera-like JPEGs and screenshot-like PNGs in ``folder`` (reused when already there)."""
+_FIELD = {}
+
+
+def _gen_one(spec) -> None:
+    """Write one photo (runs in a pool worker)."""
     import numpy as np
     from PIL import Image, ImageDraw
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    W, H = size
+    path, i, png, seed, quality, W, H, noise = spec
     pad = 64
-    field = None
-    out = []
-    t0 = time.perf_counter()
+    r = np.random.default_rng([seed, i])
+    w, h = (2400, 1600) if png else (W, H)
+    # smooth colour field: a 4x3 random grid upscaled bicubically (sky/ground-like gradients)
+    base = Image.fromarray(r.integers(0, 256, (3, 4, 3), dtype=np.uint8), "RGB").resize((w, h), Image.BICUBIC)
+    d = ImageDraw.Draw(base)
+    for _ in range(int(r.integers(12, 30))):
+        x0, y0 = int(r.integers(0, w)), int(r.integers(0, h))
+        x1, y1 = x0 + int(r.integers(w // 30, w // 3)), y0 + int(r.integers(h // 30, h // 3))
+        col = tuple(int(c) for c in r.integers(0, 256, 3))
+        kind = int(r.integers(0, 3))
+        if kind == 0:
+            d.ellipse((x0, y0, x1, y1), fill=col)
+        elif kind == 1:
+            d.rectangle((x0, y0, x1, y1), fill=col)
+        else:
+            d.polygon([(x0, y0), (x1, y0 + (y1 - y0) // 3), ((x0 + x1) // 2, y1)], fill=col)
+    arr = np.asarray(base)
+    field = _FIELD.get((W, H, noise))
+    if field is None:  # per-pixel sensor-like noise, one field per process, cropped at a random offset
+        g = np.random.default_rng(seed)
+        field = _FIELD[(W, H, noise)] = np.clip(g.normal(0, noise, (H + pad, W + pad, 3)), -127, 127).astype(np.int16)
+    ox, oy = int(r.integers(0, pad)), int(r.integers(0, pad))
+    nz = field[oy:oy + h, ox:ox + w]
+    if png:
+        nz = nz // 4
+    arr = np.clip(arr.astype(np.int16) + nz, 0, 255).astype(np.uint8)
+    im = Image.fromarray(arr, "RGB")
+    tmp = path + ".tmp"
+    if png:
+        im.save(tmp, "PNG", compress_level=1)
+    else:
+        exif = Image.Exif()
+        exif[0x010F] = "BenchCam"
+        exif[306] = f"2024:06:{1 + i % 28:02d} 12:{i % 60:02d}:00"
+        if i % 3 == 0:
+            exif[0x0112] = 6  # rotate 90 CW on display (portrait shot)
+        im.save(tmp, "JPEG", quality=quality, exif=exif.tobytes())
+    os.replace(tmp, path)
+
+
+def generate_photos(folder: Path, n_jpeg: int, n_png: int, seed: int = 0, quality: int = 90,
+                    size=(4000, 3000), noise: float = 7.0, procs: int | None = None) -> list[Path]:
+    """Camera-like JPEGs and screenshot-like PNGs in ``folder`` (files already there are reused)."""
+    from multiprocessing import get_context
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out, todo = [], []
     for i in range(n_jpeg + n_png):
         png = i >= n_jpeg
         path = folder / (f"shot_{i:04d}.png" if png else f"IMG_{i:04d}.jpg")
         out.append(path)
-        r = np.random.default_rng([seed, i])
-        if path.exists() and path.stat().st_size > 0:
-            continue
-        w, h = (2400, 1600) if png else (W, H)
-        # smooth colour field: a 4x3 random grid upscaled bicubically (sky/ground-like gradients)
-        base = Image.fromarray(r.integers(0, 256, (3, 4, 3), dtype=np.uint8), "RGB").resize((w, h), Image.BICUBIC)
-        d = ImageDraw.Draw(base)
-        for _ in range(int(r.integers(12, 30))):
-            x0, y0 = int(r.integers(0, w)), int(r.integers(0, h))
-            x1, y1 = x0 + int(r.integers(w // 30, w // 3)), y0 + int(r.integers(h // 30, h // 3))
-            col = tuple(int(c) for c in r.integers(0, 256, 3))
-            kind = int(r.integers(0, 3))
-            if kind == 0:
-                d.ellipse((x0, y0, x1, y1), fill=col)
-            elif kind == 1:
-                d.rectangle((x0, y0, x1, y1), fill=col)
-            else:
-                d.polygon([(x0, y0), (x1, y0 + (y1 - y0) // 3), ((x0 + x1) // 2, y1)], fill=col)
-        arr = np.asarray(base)
-        if field is None:
-            field = np.clip(rng.normal(0, noise, (H + pad, W + pad, 3)), -127, 127).astype(np.int16)
-        ox, oy = int(r.integers(0, pad)), int(r.integers(0, pad))
-        nz = field[oy:oy + h, ox:ox + w]
-        if png:
-            nz = nz // 4
-        arr = np.clip(arr.astype(np.int16) + nz, 0, 255).astype(np.uint8)
-        im = Image.fromarray(arr, "RGB")
-        if png:
-            im.save(path, "PNG", compress_level=1)
-        else:
-            exif = Image.Exif()
-            exif[0x010F] = "BenchCam"
-            exif[306] = f"2024:06:{1 + i % 28:02d} 12:{i % 60:02d}:00"
-            if i % 3 == 0:
-                exif[0x0112] = 6  # rotate 90 CW on display (portrait shot)
-            im.save(path, "JPEG", quality=quality, exif=exif.tobytes())
-        if (i + 1) % 16 == 0:
-            print(f"  generated {i + 1}/{n_jpeg + n_png} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if not (path.exists() and path.stat().st_size > 0):
+            todo.append((str(path), i, png, seed, quality, size[0], size[1], noise))
+    if todo:
+        procs = procs or min(len(todo), os.cpu_count() or 1)
+        with get_context("spawn").Pool(procs) as pool:
+            for k, _ in enumerate(pool.imap_unordered(_gen_one, todo), 1):
+                if k % 16 == 0:
+                    print(f"  generated {k}/{len(todo)}", flush=True)
     return out
 
 
@@ -269,7 +283,6 @@ def _load_models(threads: int | None):
 
 def job_pipeline(job: dict) -> dict:
     """Library.index over the folder, instrumented (stage wall times inside the same run)."""
-    import numpy as np  # noqa: F401
 
     from imgsearch import library as L
     from imgsearch.indexer import pipeline as P

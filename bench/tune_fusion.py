@@ -19,6 +19,8 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 
 def main() -> None:
@@ -33,42 +35,68 @@ def main() -> None:
     from imgsearch.library import Library
     from imgsearch.model.coco import load_captions
     from imgsearch.retrieval import recall_from_ranks
-    from imgsearch.search.fuse import fuse
 
     refs = load_captions(args.captions)
     names, references = refs.file_names[:args.limit], refs.captions[:args.limit]
     paths = [str((Path(args.images) / n).resolve()) for n in names]
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; {len(paths)} photos")
+    signals = ("bm25", "caption", "image")
+    cache = Path(args.library).with_suffix(".fusion.npz")
     with Library(args.library) as lib:
         t0 = time.time()
         lib.index(paths, progress=False)
         print(f"index: {time.time() - t0:.1f} s")
         id_of = {h_path: pid for pid, h_path in _ids_paths(lib)}
-        N = len(paths)
         queries = [(q, id_of[p]) for p, caps in zip(paths, references) for q in caps if p in id_of]
-        t0 = time.time()
-        qvecs = lib.embedder().embed([q for q, _ in queries])
-        lists = []
-        for (q, _), v in zip(queries, qvecs):
-            lists.append(lib.ranked_lists(q, v, "hybrid", N))
-        print(f"{len(queries)} queries, ranked lists in {time.time() - t0:.1f} s")
+        col = {pid: j for j, pid in enumerate(sorted(id_of.values()))}
+        N, Q = len(col), len(queries)
+        if cache.exists():
+            data = np.load(cache)
+            scores = {sig: data[sig] for sig in signals}
+        else:
+            t0 = time.time()
+            qvecs = lib.embedder().embed([q for q, _ in queries])
+            # per signal: (Q, N) scores, NaN where the signal did not return the photo
+            scores = {sig: np.full((Q, N), np.nan, dtype=np.float32) for sig in signals}
+            for qi, ((q, _), v) in enumerate(zip(queries, qvecs)):
+                for sig, lst in lib.ranked_lists(q, v, "hybrid", N).items():
+                    for pid, sc in lst:
+                        scores[sig][qi, col[pid]] = sc
+            np.savez(cache, **scores)
+            print(f"{Q} queries, ranked lists in {time.time() - t0:.1f} s")
+    true = np.array([col[pid] for _, pid in queries])
 
-    def ranks_for(fused_lists):
-        out = []
-        for ranked, (_, true) in zip(fused_lists, queries):
-            order = [i for i, _ in ranked]
-            out.append(order.index(true) + 1 if true in order else N + 1)
-        return recall_from_ranks(out)
+    def ranks_of(fused: np.ndarray) -> dict:
+        """fused (Q, N), higher = better; ties broken in the true photo's disfavour."""
+        t = fused[np.arange(Q), true][:, None]
+        return recall_from_ranks(((fused >= t).sum(1)).tolist())
+
+    def rank_matrix(sc: np.ndarray) -> np.ndarray:
+        filled = np.where(np.isnan(sc), -np.inf, sc)
+        order = np.argsort(-filled, axis=1, kind="stable")
+        r = np.empty_like(order)
+        r[np.arange(Q)[:, None], order] = np.arange(1, N + 1)[None]
+        return np.where(np.isnan(sc), np.inf, r).astype(np.float64)
+
+    ranks = {sig: rank_matrix(scores[sig]) for sig in signals}
+    norm = {}
+    for sig in signals:
+        sc = scores[sig].astype(np.float64)
+        lo, hi = np.nanmin(sc, 1, keepdims=True), np.nanmax(sc, 1, keepdims=True)
+        norm[sig] = np.nan_to_num((sc - lo) / np.where(hi > lo, hi - lo, 1.0), nan=0.0)
 
     rows = []
-    for signal in ("bm25", "caption", "image"):
-        rows.append({"setting": f"{signal} alone", **ranks_for([l.get(signal, []) for l in lists])})
-    for method, k_rrf in [("rrf", k) for k in (10, 30, 60)] + [("sum", 0)]:
-        for wb, wc, wi in itertools.product((0.5, 1.0), (0.5, 1.0, 1.5), (0.5, 1.0, 1.5, 2.0)):
+    for sig in signals:
+        rows.append({"setting": f"{sig} alone", **ranks_of(np.nan_to_num(scores[sig].astype(np.float64), nan=-np.inf))})
+    for method, k_rrf in [("rrf", k) for k in (5, 15, 30, 60)] + [("sum", 0)]:
+        for wb, wc, wi in itertools.product((0.5, 1.0), (0.5, 1.0, 1.5), (0.5, 1.0, 1.5, 2.0, 3.0)):
             w = {"bm25": wb, "caption": wc, "image": wi}
-            fused = [fuse(l, {n: w[n] for n in l}, method=method, k_rrf=k_rrf or 60) for l in lists]
+            if method == "rrf":
+                fused = sum(w[s] / (k_rrf + ranks[s]) for s in signals)
+            else:
+                fused = sum(w[s] * norm[s] for s in signals)
             rows.append({"setting": f"{method}{'' if method == 'sum' else f' k={k_rrf}'} w={wb}/{wc}/{wi}",
-                         "method": method, "k_rrf": k_rrf, "weights": w, **ranks_for(fused)})
+                         "method": method, "k_rrf": k_rrf, "weights": w, **ranks_of(fused)})
     rows.sort(key=lambda r: -(r["R@1"] + r["R@5"] + r["R@10"]))
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -24,8 +24,11 @@ class Hypothesis:
 @torch.inference_mode()
 def beam_search(decoder, memory, batch_size: int, bos: int, eos: int, beam: int = 3,
                 max_len: int = 22, alpha: float = 1.0, n_best: int | None = None,
-                banned: tuple[int, ...] = ()) -> list[list[Hypothesis]]:
-    """Return the ``n_best`` (default ``beam``) captions of each image, best first."""
+                banned: tuple[int, ...] = (), no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+    """Return the ``n_best`` (default ``beam``) captions of each image, best first.
+
+    ``no_repeat_ngram`` = n > 0 forbids any word that would repeat an n-gram already in the
+    hypothesis ("a dog is running in front of a dog is running")."""
     if beam < 1:
         raise ValueError("beam size must be at least 1")
     n_best = min(n_best or beam, beam)
@@ -47,6 +50,8 @@ def beam_search(decoder, memory, batch_size: int, bos: int, eos: int, beam: int 
         V = logp.shape[-1]
         for b in banned:
             logp[:, b] = float("-inf")
+        if no_repeat_ngram and t >= no_repeat_ngram - 1:
+            _block_repeats(logp, tokens.view(B * K, -1).tolist(), no_repeat_ngram)
         if t == max_len:                                           # out of room: only <end> is allowed
             end_only = torch.full_like(logp, float("-inf"))
             end_only[:, eos] = logp[:, eos]
@@ -92,6 +97,17 @@ def beam_search(decoder, memory, batch_size: int, bos: int, eos: int, beam: int 
         hyps = sorted(finished[b], key=lambda h: (-h.score, h.tokens))
         out.append(hyps[:n_best])
     return out
+
+
+def _block_repeats(logp: torch.Tensor, rows: list[list[int]], n: int) -> None:
+    """Set -inf for every next word that would complete an n-gram the row already contains."""
+    for r, seq in enumerate(rows):
+        if len(seq) < n - 1:
+            continue
+        prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+        for i in range(len(seq) - n + 1):
+            if tuple(seq[i:i + n - 1]) == prefix:
+                logp[r, seq[i + n - 1]] = float("-inf")
 
 
 @torch.inference_mode()

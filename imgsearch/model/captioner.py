@@ -65,6 +65,8 @@ class Captioner:
     projection: torch.nn.Module | None = None
     tag_threshold: float = 0.25
     info: dict = field(default_factory=dict)
+    alpha: float = 0.7             # beam search length normalisation: score = log p / length ** alpha
+    no_repeat_ngram: int = 3       # beam search never repeats a word trigram
 
     @property
     def device(self) -> torch.device:
@@ -155,7 +157,8 @@ class Captioner:
 
     @torch.inference_mode()
     def captions_from_grid(self, grid: torch.Tensor, beam: int = 3, n_best: int | None = None,
-                           alpha: float = 1.0) -> list[list[tuple[str, float]]]:
+                           alpha: float | None = None, no_repeat_ngram: int | None = None
+                           ) -> list[list[tuple[str, float]]]:
         """(B, 49, C) grid → n-best captions per image."""
         grid = grid.to(self.device).float()
         memory = self.decoder.encode_memory(grid)
@@ -165,7 +168,9 @@ class Captioner:
                           self.config.max_len, banned=banned)
             return [[(self.vocab.decode(s), 0.0)] for s in seqs]
         hyps = beam_search(self.decoder, memory, grid.shape[0], self.vocab.bos, self.vocab.eos, beam=beam,
-                           max_len=self.config.max_len, alpha=alpha, n_best=n_best, banned=banned)
+                           max_len=self.config.max_len, alpha=self.alpha if alpha is None else alpha,
+                           n_best=n_best, banned=banned,
+                           no_repeat_ngram=self.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram)
         return [[(self.vocab.decode(h.tokens), round(h.score, 6)) for h in hs] for hs in hyps]
 
     @torch.inference_mode()

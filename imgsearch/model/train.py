@@ -43,10 +43,10 @@ class TrainConfig:
     encoder: str = "lite0"
     resize: str = "squash"
     kind: str = "transformer"          # transformer | lstm
-    embed_size: int = 384              # d_model
-    hidden_size: int = 1536            # feed-forward width (transformer) / LSTM hidden size
+    embed_size: int = 256              # d_model
+    hidden_size: int = 1024            # feed-forward width (transformer) / LSTM hidden size
     layers: int = 3
-    heads: int = 6
+    heads: int = 4
     dropout: float = 0.3
     lr: float = 5e-4
     weight_decay: float = 0.05
@@ -55,7 +55,7 @@ class TrainConfig:
     teacher_forcing: float = 1.0       # probability of feeding the reference word (1.0 = pure teacher forcing)
     grad_clip: float = 1.0
     batch_size: int = 32               # images per step, each with all its captions
-    epochs: int = 10
+    epochs: int = 12
     patience: int = 3                  # epochs without a better dev CIDEr before stopping
     max_len: int = 22
     min_count: int = 5

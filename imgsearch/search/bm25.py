@@ -292,23 +292,19 @@ class BM25Cache:
         if not cols:
             return []
         scores = np.zeros(len(self.ids), dtype=np.float32)
-        touched = []
         for c in cols:
             s, e = self.indptr[c], self.indptr[c + 1]
-            r = self.rows[s:e]
-            scores[r] += self.data[s:e]  # a term's postings hold each document once
-            touched.append(r)
-        cand = np.unique(np.concatenate(touched)) if len(touched) > 1 else touched[0]
+            scores[self.rows[s:e]] += self.data[s:e]  # a term's postings hold each document once
         if ids_filter is not None:
             allowed = np.fromiter((int(i) for i in ids_filter), dtype=np.int64)
-            cand = cand[np.isin(self.ids[cand], allowed)]
+            scores[~np.isin(self.ids, allowed)] = 0.0
+        n = len(scores)
+        kth = np.partition(scores, n - k)[n - k] if n > k else np.float32(0.0)
+        # everything tied with the k-th is kept, so ties break by id below
+        cand = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
         if len(cand) == 0:
             return []
         cs = scores[cand]
-        if len(cand) > k:
-            kth = np.partition(cs, len(cs) - k)[len(cs) - k]
-            keep = cs >= kth  # everything tied with the k-th too, so ties break by id below
-            cand, cs = cand[keep], cs[keep]
         order = np.lexsort((self.ids[cand], -cs))[:k]
         return [(int(self.ids[cand[j]]), float(cs[j])) for j in order]
 

@@ -1,0 +1,61 @@
+"""The shipped checkpoint: loads offline, captions real photos, and finds them by description end to end."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+skimage = pytest.importorskip("skimage", reason="scikit-image (test extra) ships the real sample photos")
+
+SAMPLES = ("chelsea.png", "coffee.png", "motorcycle_left.png", "camera.png", "astronaut.png", "rocket.jpg",
+           "horse.png")
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    from imgsearch.model.captioner import Captioner, shipped_checkpoint
+
+    assert shipped_checkpoint().is_file(), "the package must ship imgsearch/model/weights/captioner.pt"
+    return Captioner.load(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    src = Path(skimage.__file__).parent / "data"
+    dst = tmp_path_factory.mktemp("real photos")
+    for name in SAMPLES:
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_shipped_checkpoint_captions_a_real_photo(captioner, photos):
+    from imgsearch.captioning import caption_files
+
+    assert captioner.projection is not None, "the shipped checkpoint carries the photo→text projection"
+    res = {Path(r.path).name: r for r in caption_files([photos / "chelsea.png", photos / "motorcycle_left.png"],
+                                                       captioner=captioner, workers=0)}
+    cat, bike = res["chelsea.png"], res["motorcycle_left.png"]
+    for r in (cat, bike):
+        words = r.caption.split()
+        assert 3 <= len(words) <= captioner.config.max_len
+        assert all(w in captioner.vocab.index for w in words) and "<unk>" not in words
+        assert len(r.captions) == 3 and r.captions[0]["score"] >= r.captions[-1]["score"]
+    assert "cat" in [t["tag"] for t in cat.tags]                 # ImageNet tabby/Egyptian cat → cat
+    assert {"motorcycle", "vehicle"} & {t["tag"] for t in bike.tags}
+    assert {"bike", "motorcycle", "riding"} & set(bike.caption.split())
+
+
+def test_end_to_end_index_and_find_real_photos_by_description(captioner, photos, tmp_path):
+    from imgsearch import Library
+
+    with Library(tmp_path / "library.db", captioner=captioner) as lib:
+        report = lib.index([photos], batch_size=4, workers=0, progress=False)
+        assert (report.added, report.failed) == (len(SAMPLES), 0)
+        expect = {"a cat": "chelsea.png", "a cup of coffee": "coffee.png", "a man riding a motorcycle":
+                  "motorcycle_left.png", "a man holding a camera": "camera.png"}
+        for query, name in expect.items():
+            hits = lib.query(query, k=3)
+            assert Path(hits[0].path).name == name, (query, [(Path(h.path).name, h.caption) for h in hits])
+        like = lib.query(like=photos / "chelsea.png", k=3)
+        assert Path(like[0].path).name == "chelsea.png" and like[0].score >= like[1].score
