@@ -550,7 +550,8 @@ def job_naive(job: dict) -> dict:
 SWEEPS = {
     # name: (workers, batch, main-process torch threads or None = torch default)
     "default": [(None, 32, None)],
-    "full": [(None, 32, None), (0, 32, None), (1, 32, None), (3, 32, None), (2, 32, 1), (1, 32, 1),
+    "full": [(None, 32, None), (1, 32, None), (2, 32, 1), (0, 32, None), (2, 64, None)],
+    "wide": [(None, 32, None), (0, 32, None), (1, 32, None), (3, 32, None), (2, 32, 1), (1, 32, 1),
              (2, 16, None), (2, 64, None)],
 }
 

@@ -67,10 +67,24 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bm25_engines import load_captions, split_phrases  # noqa: E402
+_OMP = os.environ.get("OMP_NUM_THREADS")
+from bm25_engines import load_captions, split_phrases  # noqa: E402  (it sets OMP_NUM_THREADS=1: undo below)
+
+if _OMP is None:
+    os.environ.pop("OMP_NUM_THREADS", None)
+else:
+    os.environ["OMP_NUM_THREADS"] = _OMP
 from index_throughput import RESULTS, machine, median, pct, print_machine, run_measured  # noqa: E402
 
 DIM = 384
+COLD_API = (
+    "import sys\n"
+    "from imgsearch import Library\n"
+    "with Library(sys.argv[1], create=False) as lib:\n"
+    "    for h in lib.query(sys.argv[2], k=10):\n"
+    "        print(h.rank, round(h.score, 4), h.path, h.caption, sep='\\t')\n"
+    "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+)
 MODES = ("bm25", "dense", "image", "hybrid")
 
 
@@ -304,7 +318,11 @@ class Breakdown:
         self.cur = {}
 
 
-def time_queries(lib, bd: Breakdown, queries: list[str], mode: str, budget_s: float, min_q: int = 20) -> dict:
+MIN_QUERIES = 20
+
+
+def time_queries(lib, bd: Breakdown, queries: list[str], mode: str, budget_s: float, min_q: int | None = None) -> dict:
+    min_q = MIN_QUERIES if min_q is None else min_q
     lat, parts, empty = [], [], 0
     t_start = time.perf_counter()
     for i, q in enumerate(queries):
@@ -376,6 +394,25 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
             print(f"warm {mode:6s} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  (n={r['n']}; median parts: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in c.items() if v > 0) + ")", flush=True)
 
+        # ---- what-if: Library._count_searchable cached per (revision, folder) instead of a COUNT(*)
+        # over the photos table (4 KB rows: embeddings inline) on every query. Kept for what follows.
+        counted = lib._count_searchable
+        cache: dict = {}
+
+        def count_cached(folder):
+            key = (lib.store.revision(), folder)
+            if key not in cache:
+                cache[key] = counted(folder)
+            return cache[key]
+        lib._count_searchable = count_cached
+        res["whatif_count_cached"] = {}
+        for mode in ("bm25", "hybrid"):
+            r = time_queries(lib, bd, queries, mode, args.mode_budget_s)
+            res["whatif_count_cached"][mode] = r
+            print(f"what-if count cached: warm {mode:6s} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  (n={r['n']}; "
+                  "median parts: " + ", ".join(f"{k} {v:.1f}" for k, v in r["component_median_ms"].items() if v > 0)
+                  + ")", flush=True)
+
         # ---- cold CLI
         exe = shutil.which("imgsearch", path=str(Path(sys.executable).parent)) or "imgsearch"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -385,18 +422,31 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
             if r["rc"] != 0:
                 raise RuntimeError(f"imgsearch query failed: {r['stderr'][-1500:]}")
             colds.append(r)
+        api = []  # the same query through the Python API in a new process: the CLI minus its own imports
+        for i in range(args.cold_runs):
+            r = run_measured([sys.executable, "-c", COLD_API, str(db), queries[i % len(queries)]], env=env)
+            if r["rc"] != 0:
+                raise RuntimeError(f"cold API query failed: {r['stderr'][-1500:]}")
+            api.append(r)
         base_py = run_measured([sys.executable, "-c", "pass"])
         res["cold_cli"] = {"wall_s_median": median([r["wall_s"] for r in colds]),
                            "wall_s_all": [r["wall_s"] for r in colds],
                            "cpu_s_median": median([r["cpu_s"] for r in colds]),
                            "maxrss_mib_max": max(r["maxrss_mib"] for r in colds),
                            "lines_printed": len(colds[0]["stdout"].splitlines()),
-                           "bare_python_start_s": base_py["wall_s"]}
+                           "bare_python_start_s": base_py["wall_s"],
+                           "api_wall_s_median": median([r["wall_s"] for r in api]),
+                           "api_cpu_s_median": median([r["cpu_s"] for r in api]),
+                           "api_maxrss_mib_max": max(r["maxrss_mib"] for r in api),
+                           "api_torch_imported": api[0]["stdout"].strip().splitlines()[-1]}
         c = res["cold_cli"]
         print(f"cold `imgsearch query` (hybrid): median {c['wall_s_median']:.2f} s of {len(colds)} "
               f"({', '.join(f'{w:.2f}' for w in c['wall_s_all'])}), CPU {c['cpu_s_median']:.2f} s, peak RSS "
               f"{c['maxrss_mib_max']:.0f} MiB, {c['lines_printed']} result lines (bare python start "
               f"{c['bare_python_start_s']:.2f} s)", flush=True)
+        print(f"cold Python API query (new process: import imgsearch, Library(db).query): median "
+              f"{c['api_wall_s_median']:.2f} s, CPU {c['api_cpu_s_median']:.2f} s, peak RSS {c['api_maxrss_mib_max']:.0f} MiB, "
+              f"{c['api_torch_imported']}", flush=True)
 
         # ---- flat vs HNSW vs SQ8 (caption index), then hybrid with HNSW
         flat_cap = lib._vector_index("caption")
@@ -454,7 +504,7 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
             for mode in ("dense", "hybrid"):
                 r = time_queries(lib, bd, queries, mode, args.mode_budget_s)
                 h["warm"][mode] = r
-                print(f"warm {mode:6s} with HNSW (ef 128): p50 {r['p50_ms']:.1f} ms p95 {r['p95_ms']:.1f} ms "
+                print(f"warm {mode:6s} with HNSW (ef 128) + count cached: p50 {r['p50_ms']:.1f} ms p95 {r['p95_ms']:.1f} ms "
                       f"(n={r['n']}; median parts: " + ", ".join(
                           f"{k} {v:.1f}" for k, v in r["component_median_ms"].items() if v > 0) + ")", flush=True)
             res["hnsw"] = h
@@ -502,6 +552,7 @@ def main(argv=None):
     ap.add_argument("--queries", type=int, default=300, help="dev-caption queries per mode (at most)")
     ap.add_argument("--mode-budget-s", type=float, default=20.0,
                     help="stop a mode's loop after this many seconds (at least 20 queries)")
+    ap.add_argument("--min-queries", type=int, default=20, help="queries per mode even past the budget")
     ap.add_argument("--pool", type=int, default=12000, help="distinct best captions embedded with MiniLM")
     ap.add_argument("--variants", type=int, default=4,
                     help="description templates per pool caption (n-best, keywords, tags, BM25 document)")
@@ -521,6 +572,8 @@ def main(argv=None):
 
     from imgsearch.text.embed import TextEmbedder
 
+    global MIN_QUERIES
+    MIN_QUERIES = args.min_queries
     if args.faiss_threads:
         faiss.omp_set_num_threads(args.faiss_threads)
     m = machine(with_torch=False)
@@ -544,7 +597,15 @@ def main(argv=None):
           f"{time.perf_counter() - t:.1f} s", flush=True)
     emb = TextEmbedder.load()
     t = time.perf_counter()
-    pool_emb = np.asarray(emb.embed(pool_caps, batch_size=256), dtype=np.float32)
+    cache = Path(tempfile.gettempdir()) / f"imgsearch_qbench_pool_{args.pool}_{args.seed}_{emb.version[:24]}.npy"
+    if cache.is_file():  # the MiniLM embeddings of the pool (same captions for the same pool size and seed)
+        pool_emb = np.load(cache)
+    else:
+        pool_emb = np.asarray(emb.embed(pool_caps, batch_size=256), dtype=np.float32)
+        try:
+            np.save(cache, pool_emb)
+        except OSError:
+            pass
     qvecs = np.asarray(emb.embed(queries), dtype=np.float32)
     print(f"MiniLM ({emb.backend}): embedded {len(pool_caps)} pool captions + {len(queries)} queries in "
           f"{time.perf_counter() - t:.1f} s", flush=True)

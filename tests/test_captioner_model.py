@@ -159,3 +159,13 @@ def test_tiny_decoder_learns_to_caption_drawn_shapes(tiny):
     got = [c[0][0] for c in cap.captions_from_grid(test_grid, beam=3)]
     correct = sum(colour in g and shape in g for g, (colour, shape) in zip(got, combos))
     assert correct >= 10, list(zip(got, combos))       # chance is 1 in 12 per image
+
+
+def test_beam_search_never_repeats_a_word_pair_and_never_returns_an_empty_caption():
+    dec, cfg = _random_decoder("transformer", seed=11)
+    mem = dec.encode_memory(torch.randn(4, 4, 16))
+    for hyps in beam_search(dec, mem, 4, bos=1, eos=2, beam=3, max_len=cfg.max_len, alpha=0.0, no_repeat_ngram=2):
+        for h in hyps:
+            assert len(h.tokens) >= 1
+            pairs = list(zip(h.tokens, h.tokens[1:]))
+            assert len(pairs) == len(set(pairs)), h.tokens

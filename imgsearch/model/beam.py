@@ -50,6 +50,8 @@ def beam_search(decoder, memory, batch_size: int, bos: int, eos: int, beam: int 
         V = logp.shape[-1]
         for b in banned:
             logp[:, b] = float("-inf")
+        if t == 0:                                                 # a caption has at least one word
+            logp[:, eos] = float("-inf")
         if no_repeat_ngram and t >= no_repeat_ngram - 1:
             _block_repeats(logp, tokens.view(B * K, -1).tolist(), no_repeat_ngram)
         if t == max_len:                                           # out of room: only <end> is allowed
@@ -119,10 +121,12 @@ def greedy(decoder, memory, batch_size: int, bos: int, eos: int, max_len: int = 
     prev = torch.full((batch_size,), bos, dtype=torch.long, device=device)
     out = [[] for _ in range(batch_size)]
     alive = [True] * batch_size
-    for _ in range(max_len):
+    for t in range(max_len):
         logp, state = decoder.step(state, prev)
         for w in banned:
             logp[:, w] = float("-inf")
+        if t == 0:                                                 # a caption has at least one word
+            logp[:, eos] = float("-inf")
         prev = logp.argmax(-1)
         for b, w in enumerate(prev.tolist()):
             if alive[b]:
