@@ -23,6 +23,7 @@ import json
 import sqlite3
 from typing import Any, Iterable, Sequence
 
+from imgsearch.atomic import atomic_open
 from imgsearch.text.normalize import search_terms
 
 __all__ = [
@@ -310,31 +311,14 @@ class BM25Cache:
 
     # ------------------------------------------------------------ persistence (one file, atomic)
     def save(self, path, revision: Any = None) -> None:
-        import os
-        import tempfile
-        from pathlib import Path
-
         import numpy as np
 
         if revision is not None:
             self.revision = revision
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps({"magic": CACHE_MAGIC, "revision": self.revision, "count": len(self.ids)})
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, header=np.array(header), ids=self.ids, indptr=self.indptr, rows=self.rows,
-                         data=self.data, vocab=np.array("\n".join(self.vocab_list)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, header=np.array(header), ids=self.ids, indptr=self.indptr, rows=self.rows,
+                     data=self.data, vocab=np.array("\n".join(self.vocab_list)))
 
     @classmethod
     def load(cls, path) -> "BM25Cache":

@@ -27,12 +27,13 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+
+from imgsearch.atomic import atomic_open
 
 __all__ = ["VectorIndex", "INDEX_TYPES", "FORMAT"]
 
@@ -289,28 +290,17 @@ class VectorIndex:
             # The header is padded to a fixed size so it can be rewritten in place once the FAISS
             # byte count is known (the index is streamed, not copied into memory first).
             hlen = len(self._header(0)) + 32
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(MAGIC + struct.pack("<I", hlen) + self._header(0).ljust(hlen))
-                    if self._labels is not None:
-                        np.save(f, self._labels, allow_pickle=False)
-                    start = f.tell()
-                    writer = faiss.PyCallbackIOWriter(f.write)
-                    faiss.write_index(self._index, writer)
-                    del writer
-                    nbytes = f.tell() - start
-                    f.seek(len(MAGIC) + 4)
-                    f.write(self._header(nbytes).ljust(hlen))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            with atomic_open(path) as f:
+                f.write(MAGIC + struct.pack("<I", hlen) + self._header(0).ljust(hlen))
+                if self._labels is not None:
+                    np.save(f, self._labels, allow_pickle=False)
+                start = f.tell()
+                writer = faiss.PyCallbackIOWriter(f.write)
+                faiss.write_index(self._index, writer)
+                del writer
+                nbytes = f.tell() - start
+                f.seek(len(MAGIC) + 4)
+                f.write(self._header(nbytes).ljust(hlen))
             _fsync_dir(path.parent)
         self.path = path
         return path

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +184,6 @@ class _Weights:
                 w_out=lin(p + "output.dense.weight"), b_out=f32(p + "output.dense.bias"),
                 ln2_g=f32(p + "output.LayerNorm.weight"), ln2_b=f32(p + "output.LayerNorm.bias"),
             ))
-        del w
         self.erf, self.erf_impl = _pick_erf()
 
     # ------------------------------------------------------------ forward
@@ -286,8 +284,7 @@ GRAPH_VERSION = 1
 
 def build_onnx(W: _Weights) -> bytes:
     """Serialised ONNX model (opset 17): inputs input_ids/attention_mask int64 (B,T) -> embedding (B,H)."""
-    import onnx  # noqa: F401  (only needed to build the cache file)
-    from onnx import TensorProto as TP
+    from onnx import TensorProto as TP  # onnx is only needed to build the cache file
     from onnx import helper, numpy_helper
 
     H, nh, dh = W.hidden, W.heads, W.d_head
@@ -415,20 +412,10 @@ def default_cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from imgsearch.atomic import atomic_open
+
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def _ort_model(model_dir: Path, cfg: _Config, cache_dir: Path | None) -> bytes | Path:
