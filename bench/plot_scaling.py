@@ -31,6 +31,7 @@ def main(argv=None):
                     help="query_latency JSON files (sizes are merged; default: results/query_latency*.json)")
     ap.add_argument("--index-json", default=str(RESULTS / "index_throughput.json"))
     ap.add_argument("--out", default=str(RESULTS / "scaling.png"))
+    ap.add_argument("--rate", type=float, help="indexing images/s for the extrapolation (default: from --index-json)")
     args = ap.parse_args(argv)
 
     import matplotlib
@@ -47,9 +48,9 @@ def main(argv=None):
             by_size[r["size"]] = r  # later files win
     rows = [by_size[n] for n in sorted(by_size)]
     ns = [r["size"] for r in rows]
-    rate = None
+    rate = args.rate
     ip = Path(args.index_json)
-    if ip.is_file():
+    if rate is None and ip.is_file():
         ix = json.loads(ip.read_text())
         rate = (ix.get("summary") or {}).get("default_images_per_s")
         if rate is None and ix.get("pipeline"):

@@ -339,6 +339,35 @@ def time_queries(lib, bd: Breakdown, queries: list[str], mode: str, budget_s: fl
             "max_ms": max(lat) * 1e3, "empty_results": empty, "component_median_ms": comp}
 
 
+def whatif_bm25cache(lib, bd, queries, args, res) -> None:
+    from imgsearch.search import bm25 as B
+
+    t = time.perf_counter()
+    with lib.store.engine.connect() as conn:
+        bc = B.BM25Cache.build(conn, revision=lib.store.revision())
+    bc_build = time.perf_counter() - t
+    orig_bm25 = lib._bm25_search
+
+    def bm25_cached(text, n_, allowed):
+        t0 = time.perf_counter()
+        try:
+            return bc.search(text, n_, ids_filter=allowed)
+        finally:
+            bd.cur["bm25"] = bd.cur.get("bm25", 0.0) + time.perf_counter() - t0
+    lib._bm25_search = bm25_cached
+    res["whatif_bm25cache"] = {"build_s": bc_build}
+    print(f"what-if BM25Cache: built from photo_fts in {bc_build:.1f} s", flush=True)
+    try:
+        for mode in ("bm25", "hybrid"):
+            r = time_queries(lib, bd, queries, mode, args.mode_budget_s)
+            res["whatif_bm25cache"][mode] = r
+            print(f"what-if count cached + BM25Cache: warm {mode:6s} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms "
+                  f"(n={r['n']}; median parts: " + ", ".join(
+                      f"{k} {v:.1f}" for k, v in r["component_median_ms"].items() if v > 0) + ")", flush=True)
+    finally:
+        lib._bm25_search = orig_bm25
+
+
 def recall_at_k(ref_I: np.ndarray, I: np.ndarray, k: int = 10) -> float:
     r = []
     for a, b in zip(ref_I[:, :k], I[:, :k]):
@@ -412,6 +441,15 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
             print(f"what-if count cached: warm {mode:6s} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  (n={r['n']}; "
                   "median parts: " + ", ".join(f"{k} {v:.1f}" for k, v in r["component_median_ms"].items() if v > 0)
                   + ")", flush=True)
+
+        # ---- what-if: BM25 through imgsearch.search.bm25.BM25Cache (precomputed FTS5 scores) instead of
+        # FTS5 bm25() per query (count still cached). The Library does not use the cache today.
+        try:
+            if n in args.bm25cache_sizes:
+                whatif_bm25cache(lib, bd, queries, args, res)
+        except Exception as e:  # a what-if must not lose the rest of the run
+            print(f"what-if BM25Cache failed: {type(e).__name__}: {e}", flush=True)
+            res["whatif_bm25cache"] = {"error": str(e)}
 
         # ---- cold CLI
         exe = shutil.which("imgsearch", path=str(Path(sys.executable).parent)) or "imgsearch"
@@ -560,6 +598,8 @@ def main(argv=None):
     ap.add_argument("--hnsw-sizes", type=int, nargs="*", default=[100_000, 1_000_000],
                     help="sizes at which HNSW indexes are built and compared (expensive at 1M)")
     ap.add_argument("--sq8-sizes", type=int, nargs="*", default=[1_000_000])
+    ap.add_argument("--bm25cache-sizes", type=int, nargs="*", default=[100_000, 1_000_000],
+                    help="sizes at which BM25Cache (precomputed FTS5 scores) is tried in the Library")
     ap.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128, 256], help="HNSW efSearch values to try")
     ap.add_argument("--faiss-threads", type=int, default=None, help="faiss.omp_set_num_threads (default: FAISS's)")
     ap.add_argument("--seed", type=int, default=0)

@@ -239,7 +239,7 @@ def _human(n: int) -> str:
 # ---------------------------------------------------------------------------- model commands
 
 def _train_defaults():
-    from imgsearch.model.train import TrainConfig
+    from imgsearch.model.config import TrainConfig   # torch-free: `imgsearch query` must not import torch
 
     return TrainConfig()
 
@@ -284,7 +284,8 @@ def train(
 ):
     """Train the caption decoder (and the photo→text projection) on COCO-style captions."""
 
-    from imgsearch.model.train import ProjectionTrainConfig, TrainConfig, export_checkpoint, train as run_train
+    from imgsearch.model.config import ProjectionTrainConfig, TrainConfig
+    from imgsearch.model.train import export_checkpoint, train as run_train
     from imgsearch.model.train import train_projection_head
 
     if part not in ("captioner", "projection", "all"):

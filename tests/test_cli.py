@@ -97,3 +97,12 @@ def test_user_errors_exit_1(tmp_path, args, msg):
     assert r.exit_code == 1, r.output
     assert msg in r.stderr and "Traceback" not in r.output
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_module_does_not_import_torch():
+    """`imgsearch query` start-up must not pay for torch (~2 s and hundreds of MB)."""
+    import subprocess
+    import sys
+
+    code = "import sys; import imgsearch.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,46 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from .captioner import Captioner, resolve_device
+from .config import ProjectionTrainConfig, TrainConfig
 from .coco import load_captions
 from .decoder import DecoderConfig, build_decoder
 from .encoder import load_encoder
 from .features import feature_cache
 from .vocab import Vocab
-
-
-@dataclass
-class TrainConfig:
-    captions: str = ""                 # COCO-style caption JSON (training split)
-    images: str = ""                   # folder holding the training images
-    dev_captions: str | None = None    # dev split for model selection / early stopping
-    dev_images: str | None = None      # defaults to ``images``
-    out: str = "runs/captioner"        # checkpoint folder
-    cache: str | None = None           # feature cache folder (default: <out>/features)
-    encoder: str = "lite0"
-    resize: str = "squash"
-    kind: str = "transformer"          # transformer | lstm
-    embed_size: int = 256              # d_model
-    hidden_size: int = 1024            # feed-forward width (transformer) / LSTM hidden size
-    layers: int = 3
-    heads: int = 4
-    dropout: float = 0.3
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_steps: int = 300
-    label_smoothing: float = 0.1
-    teacher_forcing: float = 1.0       # probability of feeding the reference word (1.0 = pure teacher forcing)
-    grad_clip: float = 1.0
-    batch_size: int = 32               # images per step, each with all its captions
-    epochs: int = 12
-    patience: int = 3                  # epochs without a better dev CIDEr before stopping
-    max_len: int = 22
-    min_count: int = 5
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    eval_beam: int = 0                 # beam for the per-epoch dev evaluation (0 = greedy, fast)
-    max_dev_images: int | None = None
-    threads: int | None = None
 
 
 def _seed_all(seed: int) -> None:
@@ -253,28 +219,6 @@ def config_fields() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- photo → text projection
-
-@dataclass
-class ProjectionTrainConfig:
-    captions: str = ""
-    images: str = ""
-    dev_captions: str | None = None
-    dev_images: str | None = None
-    out: str = "runs/captioner"
-    cache: str | None = None
-    encoder: str = "lite0"
-    resize: str = "squash"
-    hidden: int = 1024
-    dropout: float = 0.5
-    feature_dropout: float = 0.3
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    batch_size: int = 512
-    epochs: int = 6                    # one-cycle schedule; it overfits 6,000 photos after a few epochs
-    patience: int = 3
-    seed: int = 0
-    captions_per_image: int = 5        # MiniLM embeddings of this many references per photo (fewer → repeated)
-
 
 def _caption_embeddings(captions: list[list[str]], per_image: int, path: Path, log) -> np.ndarray:
     """(N, per_image, 384) MiniLM embeddings of each photo's references, cached in ``path``."""
