@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 
 @dataclass
-class TrainConfig:
+class DataConfig:
+    """Where the training data, the cached encoder features and the checkpoints are."""
     captions: str = ""                 # COCO-style caption JSON (training split)
     images: str = ""                   # folder holding the training images
     dev_captions: str | None = None    # dev split for model selection / early stopping
@@ -14,6 +15,11 @@ class TrainConfig:
     cache: str | None = None           # feature cache folder (default: <out>/features)
     encoder: str = "lite0"
     resize: str = "squash"
+
+
+@dataclass
+class TrainConfig(DataConfig):
+    """The caption decoder; the defaults reproduce the shipped checkpoint."""
     kind: str = "transformer"          # transformer | lstm
     embed_size: int = 256              # d_model
     hidden_size: int = 1024            # feed-forward width (transformer) / LSTM hidden size
@@ -40,15 +46,8 @@ class TrainConfig:
 
 
 @dataclass
-class ProjectionTrainConfig:
-    captions: str = ""
-    images: str = ""
-    dev_captions: str | None = None
-    dev_images: str | None = None
-    out: str = "runs/captioner"
-    cache: str | None = None
-    encoder: str = "lite0"
-    resize: str = "squash"
+class ProjectionTrainConfig(DataConfig):
+    """The photo→text projection; the defaults reproduce the shipped one."""
     hidden: int = 1024
     dropout: float = 0.5
     feature_dropout: float = 0.3
