@@ -49,7 +49,8 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 class _Log:
     """One status line: rewritten in place on a terminal, a plain line now and then otherwise."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=None):
+        stream = stream or sys.stderr   # looked up now, not at import (stderr may have been replaced since)
         self.stream, self.tty, self.last = stream, stream.isatty(), 0.0
 
     def __call__(self, msg: str, final: bool = False) -> None:
