@@ -418,8 +418,11 @@ class Library:
             image = to_model_input(open_photo(path, target=cap.image_size), cap.image_size, cap.resize)
         except DecodeError as e:
             raise LibraryError(f"cannot read {path}: {e}") from None
-        d = cap.describe(image[None], beam=3, n_best=1)[0]
-        return self.embedder().embed([d.caption])[0], d.image_embedding
+        from imgsearch.text.caption_vectors import N_BEST, caption_vectors
+
+        d = cap.describe(image[None], beam=3, n_best=N_BEST)[0]
+        vec = caption_vectors(self.embedder(), [[c for c, _ in d.captions]], [[t for t, _ in d.tags]])[0]
+        return vec, d.image_embedding
 
     def _dense_search(self, kind: str, qvec, n: int, allowed: set[int] | None) -> list[tuple[int, float]]:
         vi = self._vector_index(kind)

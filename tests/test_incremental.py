@@ -5,6 +5,7 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from imgsearch import Library
@@ -135,14 +136,27 @@ def test_move_across_roots_and_model_change(tmp_path, cap):
     from imgsearch.store.db import get_meta, set_meta
 
     with Library(db, captioner=cap) as lib:
+        from sqlalchemy import select, update
+
+        from imgsearch.store.models import Caption, Photo, Tag, pack_vector
+        from imgsearch.text.caption_vectors import RECIPE, caption_vectors
+
         with lib.store.write() as s:
             set_meta(s, "text_embedder", "some-older-embedder")
+            s.execute(update(Photo).values(caption_embedding=pack_vector(np.zeros(384))))
         rev, p_before = lib.store.revision(), photos(db)
         r = lib.index([a, b], **KW)
         assert (r.added, r.updated, r.skipped_unchanged) == (0, 0, 3)
         assert photos(db) == p_before
         with lib.store.session() as s:
-            assert get_meta(s, "text_embedder") == lib.embedder().version
+            assert get_meta(s, "text_embedder") == f"{lib.embedder().version}|{RECIPE}"
+            for pid, blob in s.execute(select(Photo.id, Photo.caption_embedding)).all():
+                caps = [t for (t,) in s.execute(select(Caption.text).where(Caption.photo_id == pid)
+                                                .order_by(Caption.rank)).all()][:3]
+                tags = [t for (t,) in s.execute(select(Tag.term).where(Tag.photo_id == pid, Tag.kind == "tag")
+                                                .order_by(Tag.score.desc(), Tag.term)).all()]
+                want = caption_vectors(lib.embedder(), [caps], [tags])[0]
+                np.testing.assert_allclose(np.frombuffer(blob, dtype="<f4"), want, atol=1e-5)
         assert lib.store.revision() > rev
 
     # another model version: every good photo is re-captioned, ids kept

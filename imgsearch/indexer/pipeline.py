@@ -15,7 +15,7 @@ One run, in order:
      * a file whose content equals a photo already captioned by this model version (a copy,
        or a changed file reverted to known content) → descriptions copied, no captioning;
      * a *changed* file whose hash did not change (``touch``) → only its stat is updated;
-     * everything else → ``captioner.describe`` → text embedding of the best caption.
+     * everything else → ``captioner.describe`` → caption vector (n-best captions + tags, text/caption_vectors.py).
    Then ONE SQLite transaction writes the batch (photos, n-best captions, tags/keywords,
    embeddings, error rows) and bumps ``meta.revision``. A run killed at any point leaves
    only whole batches behind; the next run's diff sees exactly what is missing.
@@ -410,32 +410,53 @@ class IndexRunner:
         self._finish_run(run_id)
         return self.report
 
+    def _embedding_version(self) -> str:
+        """What the stored caption embeddings were made with: the text embedder and the caption-vector recipe."""
+        from imgsearch.text.caption_vectors import RECIPE
+
+        return f"{self.get_embedder().version}|{RECIPE}"
+
     def _check_text_embedder(self, chunk: int = 256) -> None:
-        """Caption embeddings made by another text embedder are useless to queries: re-embed them
-        all (cheap next to captioning) when the embedder's version changed."""
+        """Caption embeddings made by another text embedder (or another caption-vector recipe) are useless
+        to queries: re-embed them all from the stored captions and tags (cheap next to captioning)."""
         from imgsearch.store.db import get_meta, set_meta
+        from imgsearch.text.caption_vectors import N_BEST, caption_vectors
 
         with self.store.session() as s:
             stored = get_meta(s, "text_embedder")
             n = s.execute(select(Photo.id).where(Photo.caption.is_not(None)).limit(1)).first()
         if stored is None and n is None:
             return  # empty library: the first batch records the version
-        emb = self.get_embedder()
-        if stored == emb.version:
+        version = self._embedding_version()
+        if stored == version:
             return
+        emb = self.get_embedder()
         with self.store.session() as s:
-            todo = list(s.execute(select(Photo.id, Photo.caption).where(Photo.caption.is_not(None),
-                                                                          Photo.error.is_(None))))
+            todo = [pid for (pid,) in s.execute(select(Photo.id).where(Photo.caption.is_not(None),
+                                                                        Photo.error.is_(None)).order_by(Photo.id))]
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
-            vecs = np.asarray(emb.embed([c for _, c in part]), dtype=np.float32)
+            caps: dict[int, list[str]] = {pid: [] for pid in part}
+            tags: dict[int, list[str]] = {pid: [] for pid in part}
+            with self.store.session() as s:
+                for pid, text in s.execute(select(Caption.photo_id, Caption.text)
+                                           .where(Caption.photo_id.in_(part), Caption.rank < N_BEST)
+                                           .order_by(Caption.photo_id, Caption.rank)):
+                    caps[pid].append(text)
+                for pid, term in s.execute(select(Tag.photo_id, Tag.term)
+                                           .where(Tag.photo_id.in_(part), Tag.kind == "tag")
+                                           .order_by(Tag.photo_id, Tag.score.desc(), Tag.term)):
+                    tags[pid].append(term)
+                best = dict(s.execute(select(Photo.id, Photo.caption).where(Photo.id.in_(part))).all())
+            vecs = caption_vectors(emb, [caps[pid] or [best.get(pid) or ""] for pid in part],
+                                   [tags[pid] for pid in part])
             with self.store.write() as s:
-                for (pid, _), v in zip(part, vecs):
+                for pid, v in zip(part, vecs):
                     s.execute(update(Photo).where(Photo.id == pid).values(caption_embedding=pack_vector(v)))
                 bump_revision(s)
-            self.touched.update(pid for pid, _ in part)
+            self.touched.update(part)
         with self.store.write() as s:
-            set_meta(s, "text_embedder", emb.version)
+            set_meta(s, "text_embedder", version)
 
     def _isolate(self, cap, paths: list[str], pos: int, size: int, resize: str, pin: bool) -> int:
         try:
@@ -498,10 +519,12 @@ class IndexRunner:
         if describe:
             import torch
 
+            from imgsearch.text.caption_vectors import caption_vectors
+
             sel = torch.tensor([pos for pos, _, _ in describe], dtype=torch.long)
             descs = cap.describe(images.index_select(0, sel), beam=self.beam, n_best=self.n_best)
-            best = [d.caption for d in descs]
-            emb = np.asarray(self.get_embedder().embed(best), dtype=np.float32)
+            emb = caption_vectors(self.get_embedder(), [[c for c, _ in d.captions] for d in descs],
+                                  [[t for t, _ in d.tags] for d in descs])
             for k, ((pos, _, _), d) in enumerate(zip(describe, descs)):
                 described[pos] = _Described(
                     list(d.captions), list(d.tags), list(d.keywords), pack_vector(emb[k]),
@@ -542,7 +565,7 @@ class IndexRunner:
             if describe and not getattr(self, "_embedder_recorded", False):
                 from imgsearch.store.db import set_meta
 
-                set_meta(s, "text_embedder", self.get_embedder().version)
+                set_meta(s, "text_embedder", self._embedding_version())
                 self._embedder_recorded = True
             bump_revision(s)
 
