@@ -13,6 +13,7 @@ embedding. ``import imgsearch`` and a query never import torch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -29,6 +30,8 @@ from imgsearch.indexer.pipeline import IndexReport, resolve_root, under_clause
 # tags; "caption": cosine of the query's MiniLM embedding with each photo's best-caption
 # embedding; "image": cosine with the photo embedding (checkpoints with a projection head).
 # Chosen by Recall@K on Flickr8k dev (evaluate-retrieval); change here only.
+BM25_CACHE_MIN = 50_000   # photos from which BM25 is answered from precomputed scores (FTS5 below)
+
 FUSION: dict[str, Any] = {
     # bench/tune_fusion.py on Flickr8k dev (1,000 photos, 5,000 caption queries), best R@1+R@5+R@10 of
     # 120 settings: RRF k=5, weights 0.5/0.5/3.0 → 0.196 / 0.485 / 0.629 (median rank 6)
@@ -97,6 +100,7 @@ class Library:
         self._captioner = captioner
         self._embedder = None
         self._vectors: dict[str, Any] = {}
+        self._bm25: tuple[int, Any] | None = None   # (store revision, BM25Cache or None)
         self._counts: dict[tuple, int] = {}   # (store revision, folder) → searchable photos
         self._lock = threading.RLock()
         try:
@@ -240,13 +244,15 @@ class Library:
                 raise LibraryError(f"no such folder or file: {e.filename}") from None
             for kind in ("caption", "image"):
                 self._update_vectors(kind, rev0, runner.touched)
+            self._update_bm25_cache()
         return report
 
     # ------------------------------------------------------------------ caches
     def refresh_caches(self) -> None:
-        """Bring the FAISS files up to the database revision (rebuilt from SQLite when stale)."""
+        """Bring the FAISS files and the BM25 cache up to the database revision (rebuilt from SQLite when stale)."""
         for kind in ("caption", "image"):
             self._vector_index(kind)
+        self._update_bm25_cache()
 
     def _faiss_path(self, kind: str) -> Path:
         return _paths.captions_faiss_path(self.path) if kind == "caption" else _paths.images_faiss_path(self.path)
@@ -260,14 +266,42 @@ class Library:
             cached = self._vectors.get(kind)
             if cached is not None and cached[0] == rev:
                 return cached[1]
-            vi = VectorIndex.open(self._faiss_path(kind), rev, lambda: self._iter_vectors(kind), dim=EMBED_DIM)
+            path = self._faiss_path(kind)
+            vi = None
+            try:
+                if VectorIndex.read_header(path).get("revision") == rev:
+                    vi = VectorIndex.load(path)
+                    if vi.dim != EMBED_DIM:
+                        vi = None
+            except FileNotFoundError:
+                pass
+            except Exception as e:  # damaged: rebuilt below
+                logging.getLogger(__name__).warning("vector index %s unreadable (%s): rebuilding", path, e)
+            if vi is None:
+                vi = self._build_vectors(kind, rev)
             self._vectors[kind] = (rev, vi)
             return vi
 
+    def _build_vectors(self, kind: str, rev: int, current_type: str | None = None):
+        """Rebuild the FAISS index of ``kind`` from SQLite — flat, or IVF-SQ8 for large libraries — and save it."""
+        from imgsearch.search.dense import VectorIndex, choose_index_type
+
+        n = self._count_vectors(kind)
+        vi = VectorIndex.build(self._iter_vectors(kind), dim=EMBED_DIM, index_type=choose_index_type(n, current_type),
+                               revision=rev, count=n, sample=lambda m: self._sample_vectors(kind, m, n))
+        path = self._faiss_path(kind)
+        vi.path = path
+        try:
+            vi.save(path)
+        except OSError as e:  # read-only folder: the in-memory index is still right
+            logging.getLogger(__name__).warning("could not save vector index %s: %s", path, e)
+        return vi
+
     def _update_vectors(self, kind: str, rev0: int, touched: set[int]) -> None:
         """After an index run: apply its changes to the FAISS file if it was current at ``rev0``
-        (cheap), else rebuild it from SQLite. Saved atomically with the new revision."""
-        from imgsearch.search.dense import VectorIndex
+        (cheap), else rebuild it from SQLite. Saved atomically with the new revision. An index that
+        grew past (or shrank below) what its type suits is rebuilt as the right type."""
+        from imgsearch.search.dense import VectorIndex, choose_index_type
 
         with self._lock:
             self._vectors.pop(kind, None)
@@ -290,11 +324,36 @@ class Library:
             vi.remove(ids)
             for b_ids, b_vecs in self._iter_vectors(kind, ids):
                 vi.add(b_ids, b_vecs)
-            try:
-                vi.save(path, revision=rev)
-            except OSError:  # read-only folder: the in-memory index is still right
-                vi.revision = rev
+            outgrown = vi.index_type == "ivfsq8" and len(vi) > 4 * max(vi.trained_on, 1)
+            if choose_index_type(len(vi), vi.index_type) != vi.index_type or outgrown:
+                vi = self._build_vectors(kind, rev, None if outgrown else vi.index_type)
+            else:
+                try:
+                    vi.save(path, revision=rev)
+                except OSError:  # read-only folder: the in-memory index is still right
+                    vi.revision = rev
             self._vectors[kind] = (rev, vi)
+
+    def _count_vectors(self, kind: str) -> int:
+        from sqlalchemy import text
+
+        column = "caption_embedding" if kind == "caption" else "image_embedding"
+        with self._store().engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM photos WHERE {column} IS NOT NULL "
+                                         "AND error IS NULL")).scalar_one())
+
+    def _sample_vectors(self, kind: str, m: int, n: int) -> np.ndarray:
+        """About ``m`` of the ``n`` stored embeddings, spread over the whole library (every k-th id)."""
+        from sqlalchemy import text
+
+        column = "caption_embedding" if kind == "caption" else "image_embedding"
+        step = max(1, n // max(m, 1))
+        with self._store().engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT {column} FROM photos WHERE {column} IS NOT NULL AND error IS NULL "
+                                     "AND id % :step = 0 LIMIT :m"), {"step": step, "m": m}).scalars().all()
+        vecs = [np.frombuffer(b, dtype="<f4") for b in rows]
+        vecs = [v for v in vecs if v.shape[0] == EMBED_DIM]
+        return np.stack(vecs) if vecs else np.empty((0, EMBED_DIM), np.float32)
 
     def _iter_vectors(self, kind: str, only: Sequence[int] | None = None, chunk: int = 8192):
         """(ids, vectors) batches of good photos' embeddings, straight from SQLite."""
@@ -435,8 +494,49 @@ class Library:
     def _bm25_search(self, text: str, n: int, allowed: set[int] | None) -> list[tuple[int, float]]:
         from imgsearch.search import bm25
 
+        cache = self._bm25_cache()
+        if cache is not None:
+            return cache.search(text, n, ids_filter=allowed)
         with self._store().engine.connect() as conn:
             return bm25.search(conn, text, n, ids_filter=allowed)
+
+    def _bm25_cache(self):
+        """The precomputed BM25 scores (search/bm25.BM25Cache) when the file is at the store's revision,
+        else None (FTS5 answers). Built after index runs on libraries of BM25_CACHE_MIN photos or more."""
+        from imgsearch.search.bm25 import BM25Cache
+
+        with self._lock:
+            rev = self._store().revision()
+            held = getattr(self, "_bm25", None)
+            if held is not None and held[0] == rev:
+                return held[1]
+            path = _paths.bm25_cache_path(self.path)
+            cache = BM25Cache.open(path, rev) if path.exists() else None
+            self._bm25 = (rev, cache)
+            return cache
+
+    def _update_bm25_cache(self) -> None:
+        """Rebuild (or remove) the BM25 score cache so that it matches the store's current revision."""
+        from imgsearch.search import bm25
+
+        path = _paths.bm25_cache_path(self.path)
+        with self._lock:
+            self._bm25 = None
+            rev = self._store().revision()
+            with self._store().engine.connect() as conn:
+                n = bm25.count(conn)
+                if n < BM25_CACHE_MIN:
+                    path.unlink(missing_ok=True)
+                    return
+                if bm25.BM25Cache.open(path, rev) is not None:
+                    return
+                cache = bm25.BM25Cache.build(conn, revision=rev)
+            try:
+                cache.save(path)
+            except OSError as e:
+                logging.getLogger(__name__).warning("could not save the BM25 cache %s: %s", path, e)
+                return
+            self._bm25 = (rev, cache)
 
     def _count_searchable(self, folder: str | None) -> int:
         """Photos a query can return, cached per store revision: counting a million ~4 KB rows costs ~1 s."""

@@ -53,6 +53,10 @@ def images_faiss_path(db: str | os.PathLike) -> Path:
     return Path(f"{db}.images.faiss")
 
 
+def bm25_cache_path(db: str | os.PathLike) -> Path:
+    return Path(f"{db}.bm25.npz")
+
+
 def lock_path(db: str | os.PathLike) -> Path:
     return Path(f"{db}.lock")
 
@@ -70,4 +74,5 @@ def library_files(db: str | os.PathLike) -> list[Path]:
         Path(f"{db}-shm"),
         captions_faiss_path(db),
         images_faiss_path(db),
+        bm25_cache_path(db),
     ]

@@ -165,3 +165,91 @@ def test_bad_input():
         idx.add([1, 2], unit(1))
     with pytest.raises(ValueError):
         VectorIndex(index_type="ivf")
+
+
+# ----------------------------------------------------------------------------- IVF-SQ8 (large libraries)
+
+def clustered(n, seed=0, centers=40):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, DIM)).astype(np.float32)
+    v = c[rng.integers(0, centers, n)] + 0.6 * rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def ivf():
+    n = 4000
+    ids = np.arange(n, dtype=np.int64) * 13 + 5
+    vecs = clustered(n)
+    idx = VectorIndex.build([(ids[:2500], vecs[:2500]), (ids[2500:], vecs[2500:])], index_type="ivfsq8", count=n)
+    return idx, ids, vecs
+
+
+def test_ivf_sizes_and_type_choice():
+    assert D.ivf_nlist(1_000_000) == 2048 and D.ivf_nlist(200_000) == 1024 and D.ivf_nlist(10) == 64
+    assert D.choose_index_type(10) == "flat" and D.choose_index_type(D.IVF_MIN) == "ivfsq8"
+    mid = (D.FLAT_MAX + D.IVF_MIN) // 2
+    assert D.choose_index_type(mid) == "flat" and D.choose_index_type(mid, "ivfsq8") == "ivfsq8"
+    assert D.choose_index_type(D.FLAT_MAX - 1, "ivfsq8") == "flat"
+
+
+def test_ivf_recall_against_exact_search(ivf):
+    idx, ids, vecs = ivf
+    assert idx.index_type == "ivfsq8" and len(idx) == 4000 and idx.nlist == 128 and idx.trained_on == 4000
+    q = clustered(50, seed=3)
+    I, S = idx.search(q, 10)
+    hits = 0
+    for r in range(len(q)):
+        ref_i, ref_s = brute(ids, vecs, q[r], 10)
+        hits += len(set(I[r]) & set(ref_i))
+        got = dict(zip(I[r].tolist(), S[r].tolist()))
+        for i, s in zip(ref_i, ref_s):   # 8-bit codes: scores within ~0.02 of the exact cosine
+            if i in got:
+                assert abs(got[i] - s) < 0.02
+    assert hits / (10 * len(q)) >= 0.9
+
+
+def test_ivf_upsert_remove_filter_and_roundtrip(ivf, tmp_path, monkeypatch):
+    base, ids, vecs = ivf
+    p = tmp_path / "x.faiss"
+    base.save(p, revision=3)
+    idx = VectorIndex.load(p)
+    assert idx.index_type == "ivfsq8" and idx.nlist == base.nlist and len(idx) == len(base)
+    q = clustered(5, seed=9)
+    assert (idx.search(q, 10)[0] == base.search(q, 10)[0]).all()
+    assert set(idx.ids().tolist()) == set(ids.tolist())
+    newv = vecs[0]
+    idx.add([ids[1]], newv[None])                      # replace: ids[1] now sits on ids[0]'s vector
+    assert len(idx) == 4000
+    got, _ = idx.search(newv, 2)
+    assert set(got.tolist()) == {ids[0], ids[1]}
+    assert idx.remove([ids[0], 999_999]) == 1 and len(idx) == 3999 and ids[0] not in set(idx.ids().tolist())
+    allowed = set(ids[2::50].tolist())                 # small set: every cell probed
+    got, _ = idx.search(q[0], 10, allowed_ids=allowed)
+    assert len(got) == 10 and set(got.tolist()) <= allowed
+    ref_i, _ = brute(ids, vecs, q[0], 10, allowed)
+    assert len(set(got.tolist()) & set(ref_i.tolist())) >= 8
+    monkeypatch.setattr(D, "_BRUTE_FORCE_MAX", 0)       # large set: proportionally more cells
+    big = set(ids[2::3].tolist())
+    got, _ = idx.search(q[0], 10, allowed_ids=np.array(sorted(big)))
+    assert len(got) == 10 and set(got.tolist()) <= big
+
+
+def test_open_builds_the_type_the_count_calls_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "IVF_MIN", 1000)
+    monkeypatch.setattr(D, "FLAT_MAX", 500)
+    vecs = clustered(1200, seed=4)
+    ids = np.arange(1200, dtype=np.int64)
+    calls = []
+
+    def sample(n):
+        calls.append(n)
+        return vecs[::2]
+
+    p = tmp_path / "v.faiss"
+    idx = VectorIndex.open(p, 1, lambda: [(ids, vecs)], index_type=None, count=1200, sample=sample)
+    assert idx.index_type == "ivfsq8" and calls == [idx.nlist * D.IVF_TRAIN_PER_LIST] and len(idx) == 1200
+    again = VectorIndex.open(p, 1, lambda: pytest.fail("fresh file must not be rebuilt"), index_type=None)
+    assert again.index_type == "ivfsq8"
+    small = VectorIndex.open(tmp_path / "w.faiss", 1, lambda: [(ids[:100], vecs[:100])], index_type=None, count=100)
+    assert small.index_type == "flat"

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from imgsearch import Hit, Library
@@ -57,8 +58,14 @@ def test_hits_in_every_mode(lib_dir):
             for h in hits:
                 assert os.path.isabs(h.path) and h.path in caps and h.caption == caps[h.path]
                 assert isinstance(h.keywords, list) and isinstance(h.tags, list)
-        top = lib.query(text, k=3, mode="dense")[0]
-        assert top.caption == text and top.score == pytest.approx(1.0, abs=1e-4)
+        # dense: exact cosine between the query and each photo's stored caption vector, best first
+        q = lib.embedder().embed([text])[0]
+        exact = {i: float(np.frombuffer(v, dtype="<f4") @ q)
+                 for i, v in rows(db, "SELECT id, caption_embedding FROM photos WHERE error IS NULL")}
+        dense = lib.query(text, k=len(caps), mode="dense")
+        assert sorted(h.id for h in dense) == sorted(exact)
+        assert [round(h.score, 5) for h in dense] == sorted((round(v, 5) for v in exact.values()), reverse=True)
+        assert all(h.score == pytest.approx(exact[h.id], abs=1e-5) for h in dense)
         assert any(h.path == target for h in lib.query(text, k=len(caps), mode="bm25"))
         assert len(lib.query("anything at all", k=100, mode="dense")) == len(caps)
         with pytest.raises(LibraryError):

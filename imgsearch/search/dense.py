@@ -9,10 +9,17 @@ SQLite is the source of truth; this file is a cache. `loader()` yields (ids int6
 float32 (n, dim)) batches read from SQLite; it is called when the file is missing, unreadable,
 of another dim/type, or carries a revision other than the store's current one.
 
-Index types (pluggable via `index_type`):
-  "flat"  faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) — exact; default.
-  "hnsw"  faiss.IndexHNSWFlat(dim, M, METRIC_INNER_PRODUCT) with our own internal->photo id labels;
-          removals are tombstones (filtered at search, compacted when > 25 % are dead).
+Index types (pluggable via `index_type`; `choose_index_type(count)` picks one for a library):
+  "flat"    faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) — exact; used below IVF_MIN vectors.
+  "ivfsq8"  faiss.IndexIVFScalarQuantizer(IndexFlatIP, dim, nlist, QT_8bit, inner product):
+            k-means cells (nlist ≈ 2·√N, a power of two), 8-bit codes (384 B per vector instead of
+            1,536), `nprobe` cells searched. Used from IVF_MIN vectors: at 1M photos two flat
+            indexes would hold 3 GB in RAM and scan 1.5 GB per query. Trained on the first
+            IVF_TRAIN_PER_LIST·nlist vectors of the build; rebuilt when the index has grown
+            4× past what it was trained on. Recall@10 against exact search: bench/query_latency.py.
+  "hnsw"    faiss.IndexHNSWFlat(dim, M, METRIC_INNER_PRODUCT) with our own internal->photo id labels;
+            removals are tombstones (filtered at search, compacted when > 25 % are dead). Kept for
+            the benchmark's comparison (full float vectors plus links: larger than flat).
 
 File format (one file, replaced atomically: write tmp in the same folder, fsync, os.replace, fsync dir):
   b"IMGSVEC1" | uint32 little-endian header length | header JSON
@@ -41,8 +48,29 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"IMGSVEC1"
 FORMAT = 1
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = ("flat", "hnsw", "ivfsq8")
 _BRUTE_FORCE_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reconstruction
+IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
+FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
+IVF_TRAIN_PER_LIST = 30   # k-means training vectors per cell
+IVF_NPROBE = 32           # cells searched per query (bench/query_latency.py: recall@10 vs exact)
+
+
+def choose_index_type(count: int, current: str | None = None) -> str:
+    """The index type for ``count`` vectors; ``current`` is kept inside the hysteresis band."""
+    if count >= IVF_MIN:
+        return "ivfsq8"
+    if count < FLAT_MAX:
+        return "flat"
+    return current if current in ("flat", "ivfsq8") else "flat"
+
+
+def ivf_nlist(count: int) -> int:
+    """Number of IVF cells for ``count`` vectors: the power of two nearest 2·√count (at least 64)."""
+    import math
+
+    target = max(64.0, 2.0 * math.sqrt(max(count, 1)))
+    return 1 << int(round(math.log2(target)))
 
 
 def _faiss():
@@ -69,7 +97,7 @@ class VectorIndex:
 
     def __init__(self, dim: int = 384, index_type: str = "flat", *, revision: Any = None,
                  path: str | os.PathLike | None = None, hnsw_m: int = 32, ef_construction: int = 80,
-                 ef_search: int = 128):
+                 ef_search: int = 128, nlist: int = 1024, nprobe: int = IVF_NPROBE):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, not {index_type!r}")
         self.dim = int(dim)
@@ -77,15 +105,26 @@ class VectorIndex:
         self.revision = revision
         self.path = Path(path) if path is not None else None
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self.nlist, self.nprobe, self.trained_on = int(nlist), int(nprobe), 0
         self._lock = threading.RLock()
         faiss = _faiss()
         if index_type == "flat":
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
             self._labels = None
+        elif index_type == "ivfsq8":
+            self._index = self._new_ivf()
+            self._labels = None
         else:
             self._index = self._new_hnsw()
             self._labels = np.empty(0, dtype=np.int64)  # internal position -> photo id (-1 = removed)
             self._pos: dict[int, int] = {}               # live photo id -> internal position
+
+    def _new_ivf(self):
+        faiss = _faiss()
+        quantizer = faiss.IndexFlatIP(self.dim)
+        idx = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
+                                            faiss.METRIC_INNER_PRODUCT)
+        return idx                                  # (faiss's wrapper keeps a reference to the quantizer)
 
     def _new_hnsw(self):
         faiss = _faiss()
@@ -105,6 +144,11 @@ class VectorIndex:
         """Photo ids in the index (unordered)."""
         faiss = _faiss()
         with self._lock:
+            if self.index_type == "ivfsq8":
+                inv = self._index.invlists
+                parts = [faiss.rev_swig_ptr(inv.get_ids(c), inv.list_size(c)).copy()
+                         for c in range(inv.nlist) if inv.list_size(c)]
+                return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
             if self._labels is None:
                 return faiss.vector_to_array(self._index.id_map).astype(np.int64)
             return np.fromiter(self._pos.keys(), dtype=np.int64, count=len(self._pos))
@@ -130,6 +174,8 @@ class VectorIndex:
             ids, vecs = ids[keep], vecs[keep]
         with self._lock:
             if self._labels is None:
+                if self.index_type == "ivfsq8" and not self._index.is_trained:
+                    self.train(vecs)
                 if self._index.ntotal:
                     self._index.remove_ids(_faiss().IDSelectorBatch(ids))
                 self._index.add_with_ids(vecs, ids)
@@ -140,6 +186,26 @@ class VectorIndex:
                 self._labels = np.concatenate([self._labels, ids])
                 for j, i in enumerate(ids.tolist()):
                     self._pos[i] = start + j
+
+    def train(self, sample) -> None:
+        """Fit the IVF cells (k-means) and the 8-bit quantiser on a sample of vectors ("ivfsq8" only).
+        With fewer sample vectors than cells, the cell count shrinks to fit."""
+        if self.index_type != "ivfsq8":
+            return
+        faiss = _faiss()
+        x = _as_vecs(sample, self.dim)
+        if len(x) == 0:
+            raise ValueError("cannot train an IVF index on no vectors")
+        with self._lock:
+            if self._index.ntotal:
+                raise RuntimeError("the IVF index already holds vectors; build a new one to retrain")
+            nlist = max(1, min(self.nlist, len(x) // 4 or 1))
+            if nlist != self.nlist:
+                self.nlist = nlist
+                self._index = self._new_ivf()
+            self._index.cp.niter = 10
+            self._index.cp.max_points_per_centroid = IVF_TRAIN_PER_LIST
+            self._index.train(x)
 
     def remove(self, ids) -> int:
         """Remove photo ids (missing ones are ignored); returns how many were removed."""
@@ -198,6 +264,8 @@ class VectorIndex:
             if k <= 0 or n == 0 or (allowed is not None and len(allowed) == 0):
                 I = np.full((len(q), max(k, 0)), -1, dtype=np.int64)
                 D = np.full((len(q), max(k, 0)), -np.inf, dtype=np.float32)
+            elif self.index_type == "ivfsq8":
+                I, D = self._search_ivf(q, k, allowed)
             elif allowed is not None and len(allowed) <= _BRUTE_FORCE_MAX:
                 I, D = self._search_exact(q, k, allowed)
             elif self._labels is None:
@@ -219,6 +287,21 @@ class VectorIndex:
         else:
             sel = faiss.IDSelectorBatch(allowed)
             D, I = self._index.search(q, kk, params=faiss.SearchParameters(sel=sel))
+        return self._pad(I, D, k)
+
+    def _search_ivf(self, q, k, allowed):
+        faiss = _faiss()
+        n = int(self._index.ntotal)
+        kk = min(k, n)
+        if allowed is None:
+            params = faiss.SearchParametersIVF(nprobe=min(self.nprobe, self.nlist))
+        else:
+            # a folder filter keeps a fraction of each cell: probe proportionally more cells so the
+            # allowed photos still fill k results (all cells for a small set: exact over the codes)
+            frac = max(len(allowed) / max(n, 1), 1e-9)
+            nprobe = self.nlist if len(allowed) <= _BRUTE_FORCE_MAX else min(self.nlist, int(self.nprobe / frac) + 1)
+            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=faiss.IDSelectorBatch(allowed))
+        D, I = self._index.search(q, kk, params=params)
         return self._pad(I, D, k)
 
     def _search_hnsw(self, q, k, allowed):
@@ -308,7 +391,8 @@ class VectorIndex:
     def _header(self, faiss_bytes: int) -> bytes:
         h = {"format": FORMAT, "revision": self.revision, "count": len(self), "dim": self.dim,
              "index_type": self.index_type, "ntotal": int(self._index.ntotal),
-             "labels": self._labels is not None, "faiss_bytes": int(faiss_bytes), "hnsw_m": self.hnsw_m}
+             "labels": self._labels is not None, "faiss_bytes": int(faiss_bytes), "hnsw_m": self.hnsw_m,
+             "nlist": self.nlist, "nprobe": self.nprobe, "trained_on": self.trained_on}
         return json.dumps(h, sort_keys=True).encode()
 
     @staticmethod
@@ -325,8 +409,11 @@ class VectorIndex:
         size = path.stat().st_size
         with open(path, "rb") as f:
             h = _read_header(f, path)
-            self = cls(dim=h["dim"], index_type=h["index_type"], revision=h["revision"], path=path,
-                       hnsw_m=h.get("hnsw_m", 32), **kw)
+            self = cls(dim=h["dim"], index_type="flat" if h["index_type"] == "ivfsq8" else h["index_type"],
+                       revision=h["revision"], path=path, hnsw_m=h.get("hnsw_m", 32), **kw)
+            self.index_type = h["index_type"]
+            self.nlist, self.trained_on = int(h.get("nlist", 1024)), int(h.get("trained_on", 0))
+            self.nprobe = int(kw.get("nprobe", h.get("nprobe", IVF_NPROBE)))
             if h["labels"]:
                 labels = np.load(f, allow_pickle=False)
                 if labels.dtype != np.int64 or labels.ndim != 1 or len(labels) != h["ntotal"]:
@@ -345,6 +432,10 @@ class VectorIndex:
             self._labels = labels
             live = np.flatnonzero(labels >= 0)
             self._pos = dict(zip(labels[live].tolist(), live.tolist()))
+        elif h["index_type"] == "ivfsq8":
+            if not isinstance(index, faiss.IndexIVFScalarQuantizer) or index.nlist != self.nlist:
+                raise ValueError(f"{path}: not an IVF-SQ8 index with {self.nlist} cells")
+            self._index = index
         else:
             if not isinstance(index, faiss.IndexIDMap2):
                 raise ValueError(f"{path}: not an IndexIDMap2")
@@ -355,29 +446,58 @@ class VectorIndex:
 
     @classmethod
     def build(cls, batches: Iterable[tuple[Any, Any]], dim: int = 384, index_type: str = "flat",
-              revision: Any = None, **kw) -> "VectorIndex":
-        """A new index from (ids, vectors) batches."""
+              revision: Any = None, count: int | None = None, sample: Callable[[int], Any] | None = None,
+              **kw) -> "VectorIndex":
+        """A new index from (ids, vectors) batches.
+
+        "ivfsq8": ``count`` (the expected number of vectors) sizes the cells; ``sample(n)`` returns
+        about n vectors spread over the whole collection to train them on (default: the first
+        vectors of ``batches``)."""
+        if index_type == "ivfsq8" and "nlist" not in kw:
+            kw["nlist"] = ivf_nlist(count or 0)
         self = cls(dim=dim, index_type=index_type, revision=revision, **kw)
-        for ids, vecs in _iter_batches(batches):
+        it = iter(_iter_batches(batches))
+        if index_type == "ivfsq8":
+            need = self.nlist * IVF_TRAIN_PER_LIST
+            train_x = _as_vecs(sample(need), dim) if sample is not None else None
+            head: list[tuple[np.ndarray, np.ndarray]] = []
+            if train_x is None or len(train_x) == 0:
+                have = 0
+                for ids, vecs in it:
+                    head.append((ids, vecs))
+                    have += len(ids)
+                    if have >= need:
+                        break
+                if have == 0:
+                    return self
+                train_x = np.concatenate([_as_vecs(v, dim) for _, v in head])
+            self.train(train_x)
+            del train_x
+            for ids, vecs in head:
+                self.add(ids, vecs)
+        for ids, vecs in it:
             self.add(ids, vecs)
+        self.trained_on = len(self)
         return self
 
     @classmethod
     def open(cls, path: str | os.PathLike, revision: Any, loader: Callable[[], Iterable[tuple[Any, Any]]],
-             dim: int = 384, index_type: str = "flat", **kw) -> "VectorIndex":
-        """The index at path if it is readable and matches (revision, dim, index_type); otherwise
-        rebuilt from loader() and saved there (a failed save is logged, the index is still returned)."""
+             dim: int = 384, index_type: str | None = "flat", count: int | None = None,
+             sample: Callable[[int], Any] | None = None, **kw) -> "VectorIndex":
+        """The index at path if it is readable and matches (revision, dim, index_type — None: any type);
+        otherwise rebuilt from loader() (None: the type choose_index_type(count) picks) and saved there (a failed save is logged, the index is still returned)."""
         path = Path(path)
         try:
-            idx = cls.load(path, **{k: v for k, v in kw.items() if k in ("ef_construction", "ef_search")})
-            if idx.revision == revision and idx.dim == dim and idx.index_type == index_type:
+            idx = cls.load(path, **{k: v for k, v in kw.items() if k in ("ef_construction", "ef_search", "nprobe")})
+            if idx.revision == revision and idx.dim == dim and index_type in (None, idx.index_type):
                 return idx
             log.info("vector index %s is stale (revision %r, store %r): rebuilding", path, idx.revision, revision)
         except FileNotFoundError:
             log.info("vector index %s missing: building", path)
         except Exception as e:  # unreadable/damaged: rebuild
             log.warning("vector index %s unreadable (%s): rebuilding", path, e)
-        idx = cls.build(loader(), dim=dim, index_type=index_type, revision=revision, **kw)
+        idx = cls.build(loader(), dim=dim, index_type=index_type or choose_index_type(count or 0),
+                        revision=revision, count=count, sample=sample, **kw)
         idx.path = path
         try:
             idx.save(path)
