@@ -101,7 +101,6 @@ class Library:
         self._embedder = None
         self._vectors: dict[str, Any] = {}
         self._bm25: tuple[int, Any] | None = None   # (store revision, BM25Cache or None)
-        self._counts: dict[tuple, int] = {}   # (store revision, folder) → searchable photos
         self._lock = threading.RLock()
         try:
             self._sync_search_text()
@@ -402,22 +401,29 @@ class Library:
             folder = resolve_root(in_folder)
             if not os.path.isdir(folder):
                 raise LibraryError(f"no such folder: {folder}")
-        total = self._count_searchable(folder)
-        if total == 0:
+        if not self._has_searchable():
             return []
         qvec = self.embedder().embed([text])[0] if mode != "bm25" else None
         allowed = self._ids_under(folder) if folder is not None else None
-        return self._search(lambda n: self.ranked_lists(text, qvec, mode, n, allowed), k, total,
-                            FUSION["weights"])
+        return self._search(lambda n: self.ranked_lists(text, qvec, mode, n, allowed), k, FUSION["weights"])
 
-    def _search(self, lists_for, k: int, total: int, weights: dict[str, float]) -> list[Hit]:
-        """Fuse the ranked lists, over-fetching until ``k`` photos whose files still exist are found."""
+    def _search(self, lists_for, k: int, weights: dict[str, float]) -> list[Hit]:
+        """Fuse the ranked lists, over-fetching until ``k`` photos whose files still exist are found
+        or every signal has returned all it has (a list shorter than asked for)."""
         n = max(k * FUSION["overfetch"], k + 20)
         while True:
-            hits = self._hits(fuse_lists(lists_for(n), weights), k)
-            if len(hits) >= k or n >= total:
+            lists = lists_for(n)
+            hits = self._hits(fuse_lists(lists, weights), k)
+            if len(hits) >= k or all(len(lst) < n for lst in lists.values()):
                 return hits
             n *= 4
+
+    def _has_searchable(self) -> bool:
+        """Whether any photo can be returned (cheap: no count over a million rows)."""
+        from sqlalchemy import text as sql
+
+        with self._store().engine.connect() as conn:
+            return conn.execute(sql("SELECT 1 FROM photos WHERE error IS NULL LIMIT 1")).first() is not None
 
     def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None
                      ) -> dict[str, list[tuple[int, float]]]:
@@ -436,9 +442,6 @@ class Library:
         if folder is not None and not os.path.isdir(folder):
             raise LibraryError(f"no such folder: {folder}")
         cap_vec, img_vec = self._photo_vectors(like)
-        total = self._count_searchable(folder)
-        if total == 0:
-            return []
         allowed = self._ids_under(folder) if folder is not None else None
 
         def lists_for(n: int):
@@ -447,7 +450,7 @@ class Library:
                 lists["image"] = self._dense_search("image", img_vec, n, allowed)
             return {name: lst for name, lst in lists.items() if lst}
 
-        return self._search(lists_for, int(k), total, FUSION["like_weights"])
+        return self._search(lists_for, int(k), FUSION["like_weights"])
 
     def _photo_vectors(self, like) -> tuple[np.ndarray, np.ndarray | None]:
         """(caption embedding, photo embedding) of an indexed photo (by id or path), else computed now."""
@@ -537,23 +540,6 @@ class Library:
                 logging.getLogger(__name__).warning("could not save the BM25 cache %s: %s", path, e)
                 return
             self._bm25 = (rev, cache)
-
-    def _count_searchable(self, folder: str | None) -> int:
-        """Photos a query can return, cached per store revision: counting a million ~4 KB rows costs ~1 s."""
-        from sqlalchemy import func, select
-
-        from imgsearch.store.models import Photo
-
-        key = (self._store().revision(), folder)
-        cache = self._counts
-        if key not in cache:
-            q = select(func.count()).select_from(Photo).where(Photo.error.is_(None))
-            if folder is not None:
-                q = q.where(under_clause(Photo.path, folder))
-            with self._store().session() as s:
-                cache.clear()
-                cache[key] = int(s.execute(q).scalar_one())
-        return cache[key]
 
     def _ids_under(self, folder: str) -> set[int]:
         from sqlalchemy import select
