@@ -37,6 +37,7 @@ def test_stem():
     assert N.stem("dogs") == "dog"
     assert N.stem("jumps") == N.stem("jumping") == "jump"
     assert N.stem("dog") == "dog"
+    assert N.stem("evening") != N.stem("even") and N.stem("university") != N.stem("universe")
 
 
 def test_search_terms():
@@ -52,7 +53,8 @@ def test_keywords():
     assert N.keywords(["the a of"]) == []
 
 
-def test_import_is_cheap():
-    code = "import sys, imgsearch.text.normalize as n; n.tokenize('a b'); print('nltk' in sys.modules)"
+def test_import_and_first_stem_are_cheap():
+    code = ("import sys, imgsearch.text.normalize as n; n.tokenize('a b'); n.search_terms('dogs running'); "
+            "print(any(m in sys.modules for m in ('nltk', 'scipy', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

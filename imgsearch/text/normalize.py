@@ -2,12 +2,14 @@
 
     tokenize(text)      NFKC + casefold + accent folding, apostrophes dropped, words of [a-z0-9]+
     STOPWORDS           frozenset loaded from text/data/stopwords.txt (package data)
-    stem(word)          Snowball English (nltk, no data download), cached
+    stem(word)          Snowball English (PyStemmer: the Snowball project's C stemmer), cached
     search_terms(text)  tokenize -> drop stopwords -> stem   (BM25 documents and queries)
     keywords(texts)     distinct non-stopword words, unstemmed, in order of first appearance
 
-Importing this module is cheap: nltk (about 1 s to import, it pulls scipy.stats) is only
-imported on the first stem() call.
+Importing this module is cheap, and so is the first stem() call: PyStemmer is a small C extension
+(nltk's SnowballStemmer, used before, cost ~1 s of import — it pulls scipy.stats — on every cold
+query). The Snowball 2+ English stemmer also keeps words such as "evening", "organic", "university"
+apart from "even", "organ", "universe", which nltk's older port conflated.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = [
 
 #: Bump whenever tokenize/stopwords/stem change in a way that changes search_terms():
 #: anything persisted from search_terms() (the BM25 table) must then be rebuilt.
-NORMALIZER_VERSION = "1:nfkc-casefold-fold-accents:[a-z0-9]+:stop189:nltk-snowball-english"
+NORMALIZER_VERSION = "2:nfkc-casefold-fold-accents:[a-z0-9]+:stop189:snowball2-english"
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 # ASCII apostrophe, right/left single quotation marks, modifier letter apostrophe, grave, acute, prime
@@ -72,15 +74,15 @@ def tokenize(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _stemmer():
-    from nltk.stem.snowball import SnowballStemmer  # lazy: importing nltk costs ~1 s
+    import Stemmer  # PyStemmer
 
-    return SnowballStemmer("english")
+    return Stemmer.Stemmer("english")
 
 
 @functools.lru_cache(maxsize=262144)
 def stem(word: str) -> str:
     """Snowball (Porter2) English stem of one lower-case word."""
-    return _stemmer().stem(word)
+    return _stemmer().stemWord(word)
 
 
 def search_terms(text: str) -> list[str]:
