@@ -67,6 +67,8 @@ class Captioner:
     info: dict = field(default_factory=dict)
     alpha: float = 0.7             # beam search length normalisation: score = log p / length ** alpha
     no_repeat_ngram: int = 2       # beam search never repeats a word pair (best dev CIDEr of 0, 2, 3)
+    encoder_backend: str = "auto"  # CPU: "auto" = ONNX Runtime when it can be built (model/encoder_onnx.py), "torch"
+    _onnx_encoder: object = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -149,11 +151,36 @@ class Captioner:
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = images.to(self.device, non_blocking=True)
         if self.device.type == "cpu":
+            fast = self._cpu_encoder()
+            if fast is not None:
+                return fast(images)
             images = images.contiguous(memory_format=torch.channels_last)
             return self.encoder(images)
         with torch.autocast("cuda", dtype=torch.float16):
             grid, logits = self.encoder(images)
         return grid.float(), logits.float()
+
+    def _cpu_encoder(self):
+        """The ONNX Runtime encoder (built once, cached on disk), or None for PyTorch: when
+        ``encoder_backend`` or $IMGSEARCH_ENCODER says "torch", or the ONNX one cannot be built."""
+        import os
+
+        backend = os.environ.get("IMGSEARCH_ENCODER", self.encoder_backend)
+        if backend == "torch" or self._onnx_encoder is False:
+            return None
+        if self._onnx_encoder is None:
+            try:
+                from .encoder_onnx import OnnxImageEncoder
+
+                self._onnx_encoder = OnnxImageEncoder.for_encoder(self.encoder)
+            except Exception as e:  # no onnxruntime, export failure, mismatch: PyTorch it is
+                import logging
+
+                logging.getLogger(__name__).warning("ONNX encoder unavailable (%s: %s); using PyTorch",
+                                                    type(e).__name__, e)
+                self._onnx_encoder = False
+                return None
+        return self._onnx_encoder
 
     @torch.inference_mode()
     def captions_from_grid(self, grid: torch.Tensor, beam: int = 3, n_best: int | None = None,
