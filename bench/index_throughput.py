@@ -407,6 +407,7 @@ def job_stages(job: dict) -> dict:
     from imgsearch.model.preprocess import fit_square, to_tensor
     from imgsearch.model.tags import tags_from_logits
     from imgsearch.text.normalize import keywords
+    from imgsearch.text.caption_vectors import caption_vectors
 
     cap, emb, load_s = _load_models(job.get("threads"))
     paths = job["paths"]
@@ -497,12 +498,15 @@ def job_stages(job: dict) -> dict:
 
             def tk():
                 tg = tags_from_logits(logits.float().cpu().numpy(), threshold=cap.tag_threshold)
-                return [keywords([c for c, _ in caps[j]] + [w for w, _ in tg[j]]) for j in range(len(caps))]
-            t("tags_keywords", tk)
+                [keywords([c for c, _ in caps[j]] + [w for w, _ in tg[j]]) for j in range(len(caps))]
+                return tg
+            tg = t("tags_keywords", tk)
             if cap.projection is not None:
                 t("photo_embedding", lambda: cap.embed_images(grid))
             best += [c[0][0] for c in caps]
-            t("minilm", lambda: emb.embed([c[0][0] for c in caps]))
+            # the caption vector the pipeline stores: the 3-best captions + the tag words (text/caption_vectors.py)
+            t("minilm", lambda: caption_vectors(emb, [[c for c, _ in cs] for cs in caps],
+                                                [[w for w, _ in g] for g in tg]))
     res["model_stages_ms_per_image"] = {k: v / n * 1e3 for k, v in acc.items()}
     res["model_stages_cpu_ms_per_image"] = {k: v / n * 1e3 for k, v in cpu.items()}
     res["batch"], res["beam"], res["images"] = B, beam, n
@@ -512,7 +516,7 @@ def job_stages(job: dict) -> dict:
 
 
 def job_naive(job: dict) -> dict:
-    """One image at a time: full decode, resize, encoder, greedy, tags, photo embedding, MiniLM per caption."""
+    """One image at a time: full decode, resize, PyTorch encoder, greedy, tags, photo embedding, MiniLM per caption."""
     import torch
     from PIL import Image, ImageOps
 
@@ -521,6 +525,7 @@ def job_naive(job: dict) -> dict:
     from imgsearch.text.normalize import keywords
 
     cap, emb, load_s = _load_models(job.get("threads"))
+    cap.encoder_backend = "torch"   # the design document's path: the PyTorch encoder
     size, resize = cap.image_size, cap.resize
     paths = job["paths"]
     ws = []
