@@ -278,6 +278,9 @@ def train(
     min_count: Annotated[int, typer.Option(help="Minimum word count for the vocabulary.")] = _T.min_count,
     seed: Annotated[int, typer.Option(help="Random seed.")] = _T.seed,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (mixed precision on cuda).")] = "auto",
+    scst_epochs: Annotated[int, typer.Option(help="CIDEr-D fine-tuning epochs after cross-entropy "
+                                                  "(self-critical, beam candidates; needs --dev-captions).")] = _T.scst_epochs,
+    scst_lr: Annotated[float, typer.Option(help="Learning rate of the CIDEr-D fine-tuning.")] = _T.scst_lr,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     export: Annotated[Optional[Path], typer.Option(help="Also write the best model as one fp16 checkpoint here "
                                                         "(what `imgsearch index --model` and the package load).")] = None,
@@ -297,7 +300,7 @@ def train(
         cfg = TrainConfig(**common, kind=kind, embed_size=embed_size, hidden_size=hidden_size, layers=layers,
                           heads=heads, dropout=dropout, lr=lr, teacher_forcing=teacher_forcing, batch_size=batch_size,
                           epochs=epochs, patience=patience, max_len=max_len, min_count=min_count, seed=seed,
-                          device=device, resume=resume)
+                          device=device, resume=resume, scst_epochs=scst_epochs, scst_lr=scst_lr)
         result["captioner"] = run_train(cfg)
     if part in ("projection", "all"):
         _, report = train_projection_head(ProjectionTrainConfig(**common, seed=seed))

@@ -36,12 +36,16 @@ def test_train_cli_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     out, export = tmp_path / "run", tmp_path / "model.pt"
     args = ["train", "--captions", str(train), "--images", str(imgs), "--dev-captions", str(dev), "--out", str(out),
             "--embed-size", "32", "--hidden-size", "64", "--layers", "1", "--heads", "2", "--epochs", "2",
-            "--batch-size", "4", "--min-count", "1", "--device", "cpu", "--export", str(export)]
+            "--batch-size", "4", "--min-count", "1", "--device", "cpu", "--scst-epochs", "1", "--scst-lr", "1e-4",
+            "--export", str(export)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "best.pt").exists() and (out / "last.pt").exists() and (out / "projection.pt").exists()
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and all("CIDEr" in h for h in history)
+    scst = json.loads((out / "scst_history.json").read_text())        # start (epoch 0) + one CIDEr-D epoch
+    assert [h["epoch"] for h in scst] == [0, 1] and (out / "best_xe.pt").exists() and (out / "scst" / "scst_last.pt").exists()
+    assert "train_reward" in scst[1] and 0 <= scst[1]["CIDEr"]
 
     from imgsearch.model.captioner import Captioner
 

@@ -211,8 +211,41 @@ def train(cfg: TrainConfig, log=None) -> dict:
                     "rng": torch.get_rng_state(), "vocab": list(vocab.words)}, out / "last.tmp")
         (out / "last.tmp").replace(resume_path)
         (out / "history.json").write_text(json.dumps(history, indent=2))
-    return {"best_dev_cider": best, "history": history, "checkpoint": str(out / "best.pt"),
-            "seconds": time.time() - t_start}
+    result = {"best_dev_cider": best, "history": history, "checkpoint": str(out / "best.pt"),
+              "seconds": time.time() - t_start}
+    if cfg.scst_epochs > 0 and dev is not None:
+        result["scst"] = _scst_phase(cfg, out, encoder, device, grid, train_set.captions, dev, log)
+        result["best_dev_cider"] = max(best, result["scst"]["best_dev_cider"])
+    return result
+
+
+def _scst_phase(cfg: TrainConfig, out: Path, encoder, device, grid, references, dev, log) -> dict:
+    """Fine-tune the best cross-entropy checkpoint on CIDEr-D (model/scst.py) in OUT/scst; when it beats
+    the cross-entropy model on dev (beam 3), it becomes OUT/best.pt (the cross-entropy one stays as best_xe.pt)."""
+    import shutil
+
+    from .captioner import read_checkpoint
+    from .scst import scst_finetune
+
+    xe_best = out / "best_xe.pt"
+    if not xe_best.exists():
+        shutil.copy2(out / "best.pt", xe_best)
+    ck = read_checkpoint(xe_best)
+    cap = Captioner.from_checkpoint(ck, device, version="scst", encoder=encoder)
+    report = scst_finetune(cap, grid, references, dev[0], dev[1], out / "scst", epochs=cfg.scst_epochs,
+                           lr=cfg.scst_lr, samples=cfg.scst_candidates, batch_size=cfg.batch_size,
+                           max_len=cfg.max_len, seed=cfg.seed, resume=cfg.resume,
+                           log=lambda m: log(m, final=True))
+    scst_best = out / "scst" / "best.pt"
+    if scst_best.exists():
+        best = read_checkpoint(scst_best)
+        cap = Captioner.from_checkpoint(best, device, version="scst", encoder=encoder)
+        info = dict(ck.get("info", {}))
+        info.update({"scst_epoch": best["info"].get("scst_epoch"), "dev": best["info"].get("dev"),
+                     "dev_cross_entropy": report["history"][0], "train_config": asdict(cfg)})
+        cap.save(out / "best.pt", info=info)
+    (out / "scst_history.json").write_text(json.dumps(report["history"], indent=2))
+    return report
 
 
 def config_fields() -> list[str]:
