@@ -78,28 +78,41 @@ def main() -> None:
         r[np.arange(Q)[:, None], order] = np.arange(1, N + 1)[None]
         return np.where(np.isnan(sc), np.inf, r).astype(np.float64)
 
+    # what the Library fuses for a k=10 query: each signal's top n = max(k * overfetch, k + 20)
+    from imgsearch.library import FUSION
+
+    n_list = max(10 * FUSION["overfetch"], 30)
     ranks = {sig: rank_matrix(scores[sig]) for sig in signals}
-    norm = {}
+    present = {sig: ranks[sig] <= n_list for sig in signals}
+    minmax, zs = {}, {}
     for sig in signals:
-        sc = scores[sig].astype(np.float64)
+        sc = np.where(present[sig], scores[sig].astype(np.float64), np.nan)
         lo, hi = np.nanmin(sc, 1, keepdims=True), np.nanmax(sc, 1, keepdims=True)
-        norm[sig] = np.nan_to_num((sc - lo) / np.where(hi > lo, hi - lo, 1.0), nan=0.0)
+        minmax[sig] = np.nan_to_num((sc - lo) / np.where(hi > lo, hi - lo, 1.0), nan=0.0)
+        mu, sd = np.nanmean(sc, 1, keepdims=True), np.nanstd(sc, 1, keepdims=True)
+        z = (sc - mu) / np.where(sd > 0, sd, 1.0)
+        zs[sig] = np.where(present[sig], z, np.nanmin(z, 1, keepdims=True))
 
     rows = []
     for sig in signals:
         rows.append({"setting": f"{sig} alone", **ranks_of(np.nan_to_num(scores[sig].astype(np.float64), nan=-np.inf))})
-    for method, k_rrf in [("rrf", k) for k in (5, 15, 30, 60)] + [("sum", 0)]:
-        for wb, wc, wi in itertools.product((0.5, 1.0), (0.5, 1.0, 1.5), (0.5, 1.0, 1.5, 2.0, 3.0)):
+    grid = list(itertools.product((0.0, 0.25, 0.5, 1.0), (0.0, 0.25, 0.5, 1.0, 1.5), (1.0, 2.0, 3.0, 4.0)))
+    for method, k_rrf in [("rrf", k) for k in (5, 15, 30, 60)] + [("sum", 0), ("zsum", 0)]:
+        for wb, wc, wi in grid:
             w = {"bm25": wb, "caption": wc, "image": wi}
             if method == "rrf":
-                fused = sum(w[s] / (k_rrf + ranks[s]) for s in signals)
+                fused = sum(w[s] * np.where(present[s], 1.0 / (k_rrf + ranks[s]), 0.0) for s in signals)
+            elif method == "sum":
+                fused = sum(w[s] * minmax[s] for s in signals)
             else:
-                fused = sum(w[s] * norm[s] for s in signals)
-            rows.append({"setting": f"{method}{'' if method == 'sum' else f' k={k_rrf}'} w={wb}/{wc}/{wi}",
+                fused = sum(w[s] * zs[s] for s in signals)
+            rows.append({"setting": f"{method}{'' if method != 'rrf' else f' k={k_rrf}'} w={wb}/{wc}/{wi}",
                          "method": method, "k_rrf": k_rrf, "weights": w, **ranks_of(fused)})
     rows.sort(key=lambda r: -(r["R@1"] + r["R@5"] + r["R@10"]))
     if args.json:
         print(json.dumps(rows, indent=1))
+    print(f"{len(rows) - len(signals)} fusion settings on the top {n_list} of each signal (as Library.query(k=10) "
+          "fuses them); median rank is approximate beyond that")
     print(f"{'setting':40s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'medr':>5s}")
     singles = [r for r in rows if r["setting"].endswith("alone")]
     for r in rows[:15] + singles:

@@ -30,7 +30,6 @@ from imgsearch.indexer.pipeline import IndexReport, resolve_root, under_clause
 # tags; "caption": cosine of the query's MiniLM embedding with each photo's best-caption
 # embedding; "image": cosine with the photo embedding (checkpoints with a projection head).
 # Chosen by Recall@K on Flickr8k dev (evaluate-retrieval); change here only.
-BM25_CACHE_MIN = 50_000   # photos from which BM25 is answered from precomputed scores (FTS5 below)
 
 FUSION: dict[str, Any] = {
     # bench/tune_fusion.py on Flickr8k dev (1,000 photos, 5,000 caption queries), best R@1+R@5+R@10 of
@@ -41,6 +40,8 @@ FUSION: dict[str, Any] = {
     "like_weights": {"caption": 1.0, "image": 1.0},    # query(like=photo): photo↔photo and caption↔caption
     "overfetch": 4,                  # candidates per list = max(k * overfetch, k + 20)
 }
+
+BM25_CACHE_MIN = 50_000   # photos from which BM25 is answered from precomputed scores (FTS5 below)
 
 # hybrid: all signals fused; bm25: words only; dense: query ↔ caption embeddings; image: query ↔ photo embeddings
 MODES = ("hybrid", "bm25", "dense", "image")

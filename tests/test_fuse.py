@@ -61,6 +61,21 @@ def test_deterministic():
 
     rng = random.Random(0)
     lists = {n: [(rng.randrange(50), rng.random()) for _ in range(30)] for n in "abc"}
-    for m in ("rrf", "sum"):
+    for m in ("rrf", "sum", "zsum"):
         assert fuse(lists, {"a": 1, "b": 0.5, "c": 2}, method=m) == fuse(dict(reversed(list(lists.items()))),
                                                                           {"a": 1, "b": 0.5, "c": 2}, method=m)
+
+
+def test_zsum_z_scores_and_missing_ids_get_the_list_floor():
+    lists = {"a": [(1, 3.0), (2, 2.0), (3, 1.0)], "b": [(3, 10.0), (4, 0.0)]}
+    got = dict(fuse(lists, {"a": 1.0, "b": 2.0}, method="zsum"))
+    za = {1: 1.2247449, 2: 0.0, 3: -1.2247449}            # (s - 2) / std, std = sqrt(2/3)
+    zb = {3: 1.0, 4: -1.0}
+    assert got[1] == pytest.approx(za[1] + 2 * -1.0)       # missing from b: b's lowest z
+    assert got[2] == pytest.approx(za[2] + 2 * -1.0)
+    assert got[3] == pytest.approx(za[3] + 2 * zb[3])
+    assert got[4] == pytest.approx(za[3] + 2 * zb[4])      # missing from a: a's lowest z
+    assert [i for i, _ in fuse(lists, {"a": 1.0, "b": 2.0}, method="zsum")][0] == 3
+    assert fuse({"a": [(1, 2.0), (2, 2.0)]}, method="zsum") == [(1, 0.0), (2, 0.0)]   # flat list: 0
+    assert fuse({"a": [(1, 1.0)]}, {"a": 0.0}, method="zsum") == []
+    assert fuse({"a": [(1, 1.0), (2, 0.5)]}, method="zsum", k=1)[0][0] == 1

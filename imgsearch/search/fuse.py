@@ -5,6 +5,9 @@
 method="rrf": reciprocal rank fusion, score(id) = sum_l w_l / (k_rrf + rank_l(id)), ranks from 1.
 method="sum": weighted sum of per-list min-max-normalised scores (a list whose scores are all equal
               gives each of its ids 1.0).
+method="zsum": weighted sum of per-list z-scores ((s - mean) / std over the list's entries; a list of
+              equal scores gives 0); an id missing from a list gets that list's lowest z-score — it
+              ranks below everything the list returned, but a strong score elsewhere can still win.
 Each list is read as "higher score = better" and re-sorted by (score desc, id asc), so its own order
 does not matter; a repeated id keeps its best entry; entries with NaN/inf scores are ignored. An id
 present in only one list still appears. Lists that are missing, None or empty, or whose weight is
@@ -19,7 +22,7 @@ from typing import Iterable, Mapping
 
 __all__ = ["fuse", "METHODS"]
 
-METHODS = ("rrf", "sum")
+METHODS = ("rrf", "sum", "zsum")
 
 
 def _clean(lst: Iterable | None) -> list[tuple[int, float]]:
@@ -45,6 +48,8 @@ def fuse(ranked_lists: Mapping[str, Iterable | None], weights: Mapping[str, floa
         raise ValueError("k_rrf must be >= 0")
     weights = weights or {}
     total: dict[int, float] = {}
+    if method == "zsum":
+        return _zsum(ranked_lists, weights, k)
     for name, lst in sorted((ranked_lists or {}).items(), key=lambda kv: str(kv[0])):  # fixed summation order
         w = float(weights.get(name, 1.0))
         if not (w > 0):
@@ -61,5 +66,23 @@ def fuse(ranked_lists: Mapping[str, Iterable | None], weights: Mapping[str, floa
             for i, s in items:
                 norm = (s - lo) / span if span > 0 else 1.0
                 total[i] = total.get(i, 0.0) + w * norm
+    out = sorted(total.items(), key=lambda x: (-x[1], x[0]))
+    return out[:k] if k is not None else out
+
+
+def _zsum(ranked_lists, weights, k):
+    lists = []
+    for name, lst in sorted((ranked_lists or {}).items(), key=lambda kv: str(kv[0])):
+        w = float(weights.get(name, 1.0))
+        items = _clean(lst)
+        if not (w > 0) or not items:
+            continue
+        n = len(items)
+        mean = sum(s for _, s in items) / n
+        std = math.sqrt(sum((s - mean) ** 2 for _, s in items) / n)
+        z = {i: ((s - mean) / std if std > 0 else 0.0) for i, s in items}
+        lists.append((w, z, min(z.values())))
+    ids = sorted({i for _, z, _ in lists for i in z})
+    total = {i: sum(w * z.get(i, floor) for w, z, floor in lists) for i in ids}
     out = sorted(total.items(), key=lambda x: (-x[1], x[0]))
     return out[:k] if k is not None else out
