@@ -43,7 +43,7 @@ class TrainConfig(DataConfig):
     eval_beam: int = 0                 # beam for the per-epoch dev evaluation (0 = greedy, fast)
     max_dev_images: int | None = None
     threads: int | None = None
-    scst_epochs: int = 0               # CIDEr-D fine-tuning epochs after cross-entropy (model/scst.py; needs dev)
+    scst_epochs: int = 3               # CIDEr-D fine-tuning epochs after cross-entropy (model/scst.py; needs dev)
     scst_lr: float = 1e-5
     scst_candidates: int = 5           # beam-search candidates per photo, each rewarded by CIDEr-D
 
