@@ -27,16 +27,17 @@ from imgsearch import paths as _paths
 from imgsearch.indexer.pipeline import IndexReport, resolve_root, under_clause
 
 # Fusion of the ranked lists of a hybrid query. "bm25": FTS/BM25 over captions + keywords +
-# tags; "caption": cosine of the query's MiniLM embedding with each photo's best-caption
-# embedding; "image": cosine with the photo embedding (checkpoints with a projection head).
-# Chosen by Recall@K on Flickr8k dev (evaluate-retrieval); change here only.
-
+# tags; "caption": cosine of the query's MiniLM embedding with each photo's caption vector (3-best
+# captions + tags, text/caption_vectors.py); "image": cosine with the photo embedding (checkpoints
+# with a projection head). Chosen by Recall@K on Flickr8k dev with bench/tune_fusion.py; change here only.
 FUSION: dict[str, Any] = {
-    # bench/tune_fusion.py on Flickr8k dev (1,000 photos, 5,000 caption queries), best R@1+R@5+R@10 of
-    # 120 settings: RRF k=5, weights 0.5/0.5/3.0 → 0.196 / 0.485 / 0.629 (median rank 6)
-    "method": "rrf",                 # "rrf" | "sum" (see imgsearch.search.fuse)
-    "k_rrf": 5,
-    "weights": {"bm25": 0.5, "caption": 0.5, "image": 3.0},
+    # bench/tune_fusion.py on Flickr8k dev (1,000 photos, 5,000 caption queries, each signal's top 40 as
+    # Library.query(k=10) fuses them), best R@1+R@5+R@10 of 480 settings: z-score sum, weights
+    # 0.25/0.25/1.0 → 0.214 / 0.499 / 0.642 (median rank 6); image alone 0.201 / 0.482 / 0.618;
+    # the best RRF (k=5, 0.5/0.25/2.0) 0.205 / 0.491 / 0.639
+    "method": "zsum",                # "rrf" | "sum" | "zsum" (see imgsearch.search.fuse)
+    "k_rrf": 60,                     # (rrf only)
+    "weights": {"bm25": 0.25, "caption": 0.25, "image": 1.0},
     "like_weights": {"caption": 1.0, "image": 1.0},    # query(like=photo): photo↔photo and caption↔caption
     "overfetch": 4,                  # candidates per list = max(k * overfetch, k + 20)
 }
