@@ -231,3 +231,29 @@ def test_cache_persistence_and_freshness(ro_db, tmp_path):
     assert empty.search("dog") == []
     empty.save(tmp_path / "e.bm25")
     assert len(bm25.BM25Cache.load(tmp_path / "e.bm25")) == 0
+
+
+def test_cache_pruned_top_k_is_exact():
+    """MaxScore pruning (BM25Cache._search_pruned) returns exactly the full scoring's top k, ties included."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(300)]
+    p = 1.0 / np.arange(1, 301) ** 1.1                      # Zipf: a few words in most documents
+    p /= p.sum()
+    docs = [(i + 1, " ".join(rng.choice(words, size=int(rng.integers(3, 14)), p=p))) for i in range(6000)]
+    docs += [(7000 + i, "w0 w1 w2") for i in range(60)]      # many exact ties
+    cache = bm25.BM25Cache.from_documents(docs)
+    pruned_used = 0
+    for qi in range(150):
+        q = " ".join(rng.choice(words[:60] if qi % 2 else words, size=int(rng.integers(2, 8)), p=None))
+        k = int(rng.choice([1, 10, 40]))
+        cols = [cache.vocab[t] for t in bm25.query_terms(q) if t in cache.vocab]
+        scores = np.zeros(len(cache.ids), dtype=np.float32)
+        for c in cols:
+            scores[cache.rows[cache.indptr[c]:cache.indptr[c + 1]]] += cache.data[cache.indptr[c]:cache.indptr[c + 1]]
+        order = np.lexsort((cache.ids, -scores))[:k]
+        want = [(int(cache.ids[j]), float(scores[j])) for j in order if scores[j] > 0]
+        assert cache.search(q, k) == want, q
+        pruned_used += len(cols) > 1 and cache._search_pruned(cols, k) is not None
+    assert pruned_used > 30                                  # the pruned path really ran
