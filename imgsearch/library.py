@@ -525,6 +525,7 @@ class Library:
         from imgsearch.search import bm25
 
         path = _paths.bm25_cache_path(self.path)
+        Path(f"{self.path}.bm25.npz").unlink(missing_ok=True)   # the format before memory-mapping
         with self._lock:
             self._bm25 = None
             rev = self._store().revision()
@@ -533,8 +534,11 @@ class Library:
                 if n < BM25_CACHE_MIN:
                     path.unlink(missing_ok=True)
                     return
-                if bm25.BM25Cache.open(path, rev) is not None:
-                    return
+                try:
+                    if bm25.BM25Cache.read_revision(path) == rev:
+                        return
+                except (OSError, ValueError):
+                    pass
                 cache = bm25.BM25Cache.build(conn, revision=rev)
             try:
                 cache.save(path)

@@ -54,7 +54,7 @@ def images_faiss_path(db: str | os.PathLike) -> Path:
 
 
 def bm25_cache_path(db: str | os.PathLike) -> Path:
-    return Path(f"{db}.bm25.npz")
+    return Path(f"{db}.bm25")
 
 
 def lock_path(db: str | os.PathLike) -> Path:

@@ -20,6 +20,7 @@ photo write transaction.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from typing import Any, Iterable, Sequence
 
@@ -208,7 +209,8 @@ def search(conn, query: str, k: int = 10, ids_filter: Iterable[int] | None = Non
 
 # ---------------------------------------------------------------- optional accelerator
 
-CACHE_MAGIC = "imgsearch-bm25-cache-1"
+CACHE_MAGIC = "imgsearch-bm25-cache-2"
+CACHE_FILE_MAGIC = b"IMGSBM25"
 
 
 class BM25Cache:
@@ -372,40 +374,90 @@ class BM25Cache:
         return None
 
     # ------------------------------------------------------------ persistence (one file, atomic)
+    # b"IMGSBM25" | uint32 header length | header JSON {"magic", "revision", "count", "arrays": {name:
+    # [dtype, length, offset]}} | the arrays, raw little-endian, 64-byte aligned. load() maps them
+    # (numpy.memmap): opening costs nothing, and a query reads only its own terms' postings
+    # (measured at 1M photos: the former .npz took 1.07 s to load and 156 MB of RAM).
+    _ARRAYS = (("ids", "<i8"), ("indptr", "<i8"), ("rows", "<i4"), ("data", "<f4"), ("tmax", "<f4"),
+               ("vocab", "u1"))
+
     def save(self, path, revision: Any = None) -> None:
         import numpy as np
 
         if revision is not None:
             self.revision = revision
-        header = json.dumps({"magic": CACHE_MAGIC, "revision": self.revision, "count": len(self.ids)})
+        arrays = {"ids": self.ids, "indptr": self.indptr, "rows": self.rows, "data": self.data,
+                  "tmax": self._term_max(),
+                  "vocab": np.frombuffer("\n".join(self.vocab_list).encode("utf-8"), dtype=np.uint8)}
+        layout, off = {}, 0
+        for name, dt in self._ARRAYS:
+            a = np.ascontiguousarray(arrays[name], dtype=dt)
+            arrays[name] = a
+            layout[name] = [dt, int(a.size), off]
+            off += -(-a.nbytes // 64) * 64
+        header = json.dumps({"magic": CACHE_MAGIC, "revision": self.revision, "count": len(self.ids),
+                             "arrays": layout}).encode()
+        start = -(-(len(CACHE_FILE_MAGIC) + 4 + len(header)) // 64) * 64
         with atomic_open(path) as f:
-            np.savez(f, header=np.array(header), ids=self.ids, indptr=self.indptr, rows=self.rows,
-                     data=self.data, vocab=np.array("\n".join(self.vocab_list)))
+            f.write(CACHE_FILE_MAGIC + len(header).to_bytes(4, "little") + header)
+            f.write(b"\0" * (start - f.tell()))
+            for name, _ in self._ARRAYS:
+                raw = arrays[name].tobytes()
+                f.write(raw + b"\0" * (-(-len(raw) // 64) * 64 - len(raw)))
 
     @classmethod
     def load(cls, path) -> "BM25Cache":
         import numpy as np
 
-        with np.load(path, allow_pickle=False) as z:
-            h = json.loads(str(z["header"]))
-            if h.get("magic") != CACHE_MAGIC:
+        with open(path, "rb") as f:
+            if f.read(len(CACHE_FILE_MAGIC)) != CACHE_FILE_MAGIC:
                 raise ValueError(f"{path}: not an imgsearch BM25 cache")
-            vocab = str(z["vocab"])
-            self = cls(z["ids"], vocab.split("\n") if vocab else [], z["indptr"], z["rows"], z["data"],
-                       h.get("revision"))
+            n = int.from_bytes(f.read(4), "little")
+            if n > 1 << 20:
+                raise ValueError(f"{path}: bad header")
+            h = json.loads(f.read(n).decode())
+        if h.get("magic") != CACHE_MAGIC:
+            raise ValueError(f"{path}: BM25 cache of another version")
+        start = -(-(len(CACHE_FILE_MAGIC) + 4 + n) // 64) * 64
+        size = os.path.getsize(path)
+        arrays = {}
+        for name, dt in cls._ARRAYS:
+            dtype, length, off = h["arrays"][name]
+            if dtype != dt or start + off + length * np.dtype(dt).itemsize > size:
+                raise ValueError(f"{path}: truncated or inconsistent BM25 cache")
+            arrays[name] = (np.memmap(path, dtype=dt, mode="r", offset=start + off, shape=(length,))
+                            if length else np.zeros(0, dtype=dt))
+        vocab = bytes(arrays["vocab"]).decode("utf-8")
+        self = cls(arrays["ids"], vocab.split("\n") if vocab else [], arrays["indptr"], arrays["rows"],
+                   arrays["data"], h.get("revision"))
+        self._tmax = np.asarray(arrays["tmax"])
         if len(self.ids) != h.get("count") or len(self.indptr) != len(self.vocab_list) + 1 \
-                or len(self.rows) != len(self.data) or (len(self.data) and self.indptr[-1] != len(self.data)):
+                or len(self.rows) != len(self.data) or len(self._tmax) != len(self.vocab_list) \
+                or (len(self.data) and self.indptr[-1] != len(self.data)):
             raise ValueError(f"{path}: inconsistent BM25 cache")
         return self
+
+    @classmethod
+    def read_revision(cls, path) -> Any:
+        """The store revision a cache file was built at (reads the header only)."""
+        with open(path, "rb") as f:
+            if f.read(len(CACHE_FILE_MAGIC)) != CACHE_FILE_MAGIC:
+                raise ValueError(f"{path}: not an imgsearch BM25 cache")
+            n = int.from_bytes(f.read(4), "little")
+            h = json.loads(f.read(min(n, 1 << 20)).decode())
+        if h.get("magic") != CACHE_MAGIC:
+            raise ValueError(f"{path}: BM25 cache of another version")
+        return h.get("revision")
 
     @classmethod
     def open(cls, path, revision: Any) -> "BM25Cache | None":
         """The cache at path if readable and built at `revision`, else None (use FTS5 / rebuild)."""
         try:
-            c = cls.load(path)
+            if cls.read_revision(path) != revision:
+                return None
+            return cls.load(path)
         except Exception:
             return None
-        return c if c.revision == revision else None
 
 
 def search_with_cache(conn, query: str, k: int = 10, ids_filter: Iterable[int] | None = None,

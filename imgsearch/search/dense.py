@@ -53,7 +53,7 @@ INDEX_TYPES = ("flat", "hnsw", "ivfsq8")
 _BRUTE_FORCE_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reconstruction
 IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
 FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
-IVF_TRAIN_PER_LIST = 30   # k-means training vectors per cell
+IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
 IVF_NPROBE = 128          # cells searched per query: recall@10 vs exact at 1M (bench/query_latency.py) 0.956 caption, 0.97+ image
 
 
