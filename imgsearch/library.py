@@ -118,6 +118,10 @@ class Library:
         self.close()
 
     def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+            self._pool = None
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
@@ -405,9 +409,36 @@ class Library:
                 raise LibraryError(f"no such folder: {folder}")
         if not self._has_searchable():
             return []
-        qvec = self.embedder().embed([text])[0] if mode != "bm25" else None
         allowed = self._ids_under(folder) if folder is not None else None
-        return self._search(lambda n: self.ranked_lists(text, qvec, mode, n, allowed), k, FUSION["weights"])
+        n0 = max(k * FUSION["overfetch"], k + 20)
+        early = None
+        if mode == "hybrid":
+            # BM25 needs no query vector: run it on the other core while MiniLM and FAISS run here
+            # (at 1M photos: BM25 13 ms, MiniLM 6 ms, FAISS 2 × 4 ms; numpy, onnxruntime and FAISS
+            # release the GIL).
+            early = self._background().submit(self._bm25_search, text, n0, allowed)
+        qvec = self.embedder().embed([text])[0] if mode != "bm25" else None
+
+        def lists_for(n: int):
+            nonlocal early
+            pre = early.result() if early is not None and n == n0 else None
+            early = None
+            return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre)
+
+        try:
+            return self._search(lists_for, k, FUSION["weights"])
+        finally:
+            if early is not None:
+                early.result()
+
+    def _background(self):
+        """One worker thread per Library for the parts of a query that can overlap."""
+        with self._lock:
+            if getattr(self, "_pool", None) is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-query")
+            return self._pool
 
     def _search(self, lists_for, k: int, weights: dict[str, float]) -> list[Hit]:
         """Fuse the ranked lists, over-fetching until ``k`` photos whose files still exist are found
@@ -427,12 +458,13 @@ class Library:
         with self._store().engine.connect() as conn:
             return conn.execute(sql("SELECT 1 FROM photos WHERE error IS NULL LIMIT 1")).first() is not None
 
-    def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None
-                     ) -> dict[str, list[tuple[int, float]]]:
-        """The per-signal ranked lists (id, score) of a query, before fusion."""
+    def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
+                     bm25: list[tuple[int, float]] | None = None) -> dict[str, list[tuple[int, float]]]:
+        """The per-signal ranked lists (id, score) of a query, before fusion (``bm25``: that list, if
+        already computed for this ``n``)."""
         lists: dict[str, list[tuple[int, float]]] = {}
         if mode in ("bm25", "hybrid"):
-            lists["bm25"] = self._bm25_search(text, n, allowed)
+            lists["bm25"] = bm25 if bm25 is not None else self._bm25_search(text, n, allowed)
         if mode in ("dense", "hybrid"):
             lists["caption"] = self._dense_search("caption", qvec, n, allowed)
         if mode in ("image", "hybrid"):
