@@ -36,6 +36,8 @@ def test_batch_equals_one_at_a_time_and_edge_cases(emb):
         np.testing.assert_allclose(batch[i], caption_vectors(emb, [caps[i]], [tags[i]])[0], atol=1e-5)
     np.testing.assert_allclose(batch[0], emb.embed(["a man rides a bike"])[0], atol=1e-5)   # no tags: the caption
     assert caption_vectors(emb, [], []).shape == (0, 384)
+    twice = caption_vectors(emb, [caps[2], caps[2], caps[0]], [tags[2], tags[2], tags[0]])   # repeated texts
+    np.testing.assert_allclose(twice, batch[[2, 2, 0]], atol=1e-5)
     with pytest.raises(ValueError):
         caption_vectors(emb, [["a"]], [])
 

@@ -42,7 +42,9 @@ def caption_vectors(embedder, captions: Sequence[Sequence[str]], tags: Sequence[
             owner.append(i)
     tag_rows = [i for i, t in enumerate(tags) if t]
     texts += [" ".join(tags[i]) for i in tag_rows]
-    vecs = np.asarray(embedder.embed(texts), dtype=np.float32)              # (M, 384)
+    unique = list(dict.fromkeys(texts))                                     # the same caption or tag list
+    where = {t: i for i, t in enumerate(unique)}                            # recurs across a batch: embed once
+    vecs = np.asarray(embedder.embed(unique), dtype=np.float32)[[where[t] for t in texts]]   # (M, 384)
     cap_vecs, tag_vecs = vecs[:len(owner)], vecs[len(owner):]
     out = np.zeros((n, vecs.shape[1]), dtype=np.float32)
     counts = np.zeros(n, dtype=np.float32)
