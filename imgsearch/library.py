@@ -33,11 +33,11 @@ from imgsearch.indexer.pipeline import IndexReport, resolve_root, under_clause
 FUSION: dict[str, Any] = {
     # bench/tune_fusion.py on Flickr8k dev (1,000 photos, 5,000 caption queries, each signal's top 40 as
     # Library.query(k=10) fuses them), best R@1+R@5+R@10 of 480 settings: z-score sum, weights
-    # 0.25/0.25/1.0 → 0.214 / 0.499 / 0.642 (median rank 6); image alone 0.201 / 0.482 / 0.618;
-    # the best RRF (k=5, 0.5/0.25/2.0) 0.205 / 0.491 / 0.639
+    # 1.0/0.25/3.0 → 0.222 / 0.512 / 0.647 (median rank 5); image alone 0.214 / 0.496 / 0.631;
+    # the best RRF (k=5, 1.0/0.25/3.0) 0.212 / 0.508 / 0.648
     "method": "zsum",                # "rrf" | "sum" | "zsum" (see imgsearch.search.fuse)
     "k_rrf": 60,                     # (rrf only)
-    "weights": {"bm25": 0.25, "caption": 0.25, "image": 1.0},
+    "weights": {"bm25": 1.0, "caption": 0.25, "image": 3.0},
     "like_weights": {"caption": 1.0, "image": 1.0},    # query(like=photo): photo↔photo and caption↔caption
     "overfetch": 4,                  # candidates per list = max(k * overfetch, k + 20)
 }

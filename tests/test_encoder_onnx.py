@@ -35,7 +35,7 @@ def test_onnx_matches_torch_and_is_cached(encoder, tmp_path):
     g, l = onnx(x)
     with torch.inference_mode():
         tg, tl = encoder(x)
-    assert g.shape == (4, 49, 1280) and l.shape == (4, 1000)
+    assert g.shape == (4, 49, 1712) and l.shape == (4, 1000)
     assert (g - tg).abs().max() < 1e-3 and (l - tl).abs().max() < 1e-3
     assert (l.argmax(1) == tl.argmax(1)).all()
     mtime = path.stat().st_mtime_ns

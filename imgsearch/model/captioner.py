@@ -187,7 +187,7 @@ class Captioner:
                            alpha: float | None = None, no_repeat_ngram: int | None = None
                            ) -> list[list[tuple[str, float]]]:
         """(B, 49, C) grid → n-best captions per image."""
-        grid = grid.to(self.device).float()
+        grid = grid[..., :self.config.feat_dim].to(self.device).float()   # the head channels
         memory = self.decoder.encode_memory(grid)
         banned = (self.vocab.pad, self.vocab.bos, self.vocab.unk)
         if beam == 0:  # plain greedy decoding, used by quick dev evaluation
@@ -223,7 +223,7 @@ class Captioner:
         """(B, 49, C) grid → (B, 384) L2-normalised photo embeddings in MiniLM space."""
         if self.projection is None:
             raise RuntimeError("this checkpoint has no photo→text projection")
-        z = self.projection(grid.to(self.device).float())
+        z = self.projection(grid[..., :self.projection.cfg.feat_dim].to(self.device).float())
         return torch.nn.functional.normalize(z, dim=-1).cpu().numpy().astype(np.float32)
 
 

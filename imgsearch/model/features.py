@@ -48,13 +48,14 @@ def feature_cache(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path = cache_dir / "meta.json"
-    meta = {"encoder": encoder.spec.name, "files": list(file_names), "resize": resize}
+    meta = {"encoder": encoder.spec.name, "files": list(file_names), "resize": resize,
+            "grid_channels": encoder.spec.grid_channels}
     if meta_path.exists() and json.loads(meta_path.read_text()) == meta:
         return (np.load(cache_dir / "grid.npy", mmap_mode="r"), np.load(cache_dir / "logits.npy", mmap_mode="r"))
 
     n = len(file_names)
     size = encoder.spec.image_size
-    grid = np.lib.format.open_memmap(cache_dir / "grid.tmp.npy", "w+", np.float16, (n, (size // 32) ** 2, encoder.spec.channels))
+    grid = np.lib.format.open_memmap(cache_dir / "grid.tmp.npy", "w+", np.float16, (n, (size // 32) ** 2, encoder.spec.grid_channels))
     logits = np.lib.format.open_memmap(cache_dir / "logits.tmp.npy", "w+", np.float16, (n, 1000))
     loader = DataLoader(_ImageFolderList(Path(image_dir), list(file_names), size, resize),
                         batch_size=batch_size, num_workers=workers)

@@ -1,7 +1,7 @@
 """Photo → text projection: embeds a photo straight into the all-MiniLM-L6-v2 space (384-d),
 so a query can be matched against the photo itself, not only against its generated caption.
 
-    z = proj(grid)          # grid (B, 49, 1280) → (B, 384), compare by cosine with MiniLM text embeddings
+    z = proj(grid)          # grid (B, 49, 1712) → (B, 384), compare by cosine with MiniLM text embeddings
 
 Design: the grid is standardised with statistics of the training features, pooled three ways —
 mean, max, and a learned attention pool (a few queries attending over the 49 cells) — and mapped
@@ -23,7 +23,7 @@ from torch import nn
 
 @dataclass
 class ProjectionConfig:
-    feat_dim: int = 1280
+    feat_dim: int = 1712             # encoder grid channels (head 1280 + mid-level 432)
     out_dim: int = 384
     hidden: int = 1024
     attn_queries: int = 4

@@ -115,11 +115,12 @@ def train(cfg: TrainConfig, log=None) -> dict:
     resume_path = out / "last.pt"
     state = torch.load(resume_path, map_location="cpu", weights_only=True) if cfg.resume and resume_path.exists() else None
     vocab = Vocab(list(state["vocab"])) if state else Vocab.build([c for cs in train_set.captions for c in cs], cfg.min_count)
-    dcfg = DecoderConfig(kind=cfg.kind, vocab_size=len(vocab), feat_dim=grid.shape[2], n_cells=grid.shape[1],
+    head = encoder.spec.channels                                              # the decoder reads the head channels
+    dcfg = DecoderConfig(kind=cfg.kind, vocab_size=len(vocab), feat_dim=head, n_cells=grid.shape[1],
                          d_model=cfg.embed_size, hidden=cfg.hidden_size, n_layers=cfg.layers, n_heads=cfg.heads,
                          dropout=cfg.dropout, max_len=cfg.max_len)
     decoder = build_decoder(dcfg).to(device)
-    feats = torch.from_numpy(np.ascontiguousarray(grid))                      # (N, 49, C) float16, in RAM
+    feats = torch.from_numpy(np.ascontiguousarray(grid[..., :head]))          # (N, 49, 1280) float16, in RAM
     tokens, img_of = encode_captions(vocab, train_set.captions, cfg.max_len)  # (M, T), (M,)
     caps_of = [[] for _ in range(len(feats))]                                 # caption rows of each image
     for row, i in enumerate(img_of.tolist()):
@@ -232,7 +233,8 @@ def _scst_phase(cfg: TrainConfig, out: Path, encoder, device, grid, references, 
         shutil.copy2(out / "best.pt", xe_best)
     ck = read_checkpoint(xe_best)
     cap = Captioner.from_checkpoint(ck, device, version="scst", encoder=encoder)
-    report = scst_finetune(cap, grid, references, dev[0], dev[1], out / "scst", epochs=cfg.scst_epochs,
+    head = encoder.spec.channels
+    report = scst_finetune(cap, grid[..., :head], references, dev[0], dev[1], out / "scst", epochs=cfg.scst_epochs,
                            lr=cfg.scst_lr, samples=cfg.scst_candidates, batch_size=cfg.batch_size,
                            max_len=cfg.max_len, seed=cfg.seed, resume=cfg.resume,
                            log=lambda m: log(m, final=True))
