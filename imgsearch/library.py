@@ -49,6 +49,11 @@ MODES = ("hybrid", "bm25", "dense", "image")
 EMBED_DIM = 384
 
 
+def _candidates(k: int) -> int:
+    """How many photos each signal returns first for a query of ``k`` results (FUSION["overfetch"])."""
+    return max(k * FUSION["overfetch"], k + 20)
+
+
 def fuse_lists(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[tuple[int, float]]:
     """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
     from imgsearch.search.fuse import fuse
@@ -103,6 +108,7 @@ class Library:
         self._embedder = None
         self._vectors: dict[str, Any] = {}
         self._bm25: tuple[int, Any] | None = None   # (store revision, BM25Cache or None)
+        self._pool = None                            # query worker thread (_background), made on first use
         self._lock = threading.RLock()
         try:
             self._sync_search_text()
@@ -264,43 +270,30 @@ class Library:
 
     def _vector_index(self, kind: str):
         """The FAISS index for ``kind`` at the current revision (loaded, or rebuilt from SQLite and saved)."""
-        from imgsearch.search.dense import VectorIndex
-
         with self._lock:
             rev = self._store().revision()
             cached = self._vectors.get(kind)
             if cached is not None and cached[0] == rev:
                 return cached[1]
-            path = self._faiss_path(kind)
-            vi = None
-            try:
-                if VectorIndex.read_header(path).get("revision") == rev:
-                    vi = VectorIndex.load(path)
-                    if vi.dim != EMBED_DIM:
-                        vi = None
-            except FileNotFoundError:
-                pass
-            except Exception as e:  # damaged: rebuilt below
-                logging.getLogger(__name__).warning("vector index %s unreadable (%s): rebuilding", path, e)
-            if vi is None:
-                vi = self._build_vectors(kind, rev)
+            vi = self._open_vectors(kind, rev)
             self._vectors[kind] = (rev, vi)
             return vi
 
-    def _build_vectors(self, kind: str, rev: int, current_type: str | None = None):
-        """Rebuild the FAISS index of ``kind`` from SQLite — flat, or IVF-SQ8 for large libraries — and save it."""
-        from imgsearch.search.dense import VectorIndex, choose_index_type
+    def _open_vectors(self, kind: str, rev: int, index_type: str | None = None):
+        """The FAISS file of ``kind`` if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from
+        SQLite — flat, or IVF-SQ8 for large libraries (dense.choose_index_type) — and saved."""
+        from imgsearch.search.dense import VectorIndex
 
-        n = self._count_vectors(kind)
-        vi = VectorIndex.build(self._iter_vectors(kind), dim=EMBED_DIM, index_type=choose_index_type(n, current_type),
-                               revision=rev, count=n, sample=lambda m: self._sample_vectors(kind, m, n))
-        path = self._faiss_path(kind)
-        vi.path = path
-        try:
-            vi.save(path)
-        except OSError as e:  # read-only folder: the in-memory index is still right
-            logging.getLogger(__name__).warning("could not save vector index %s: %s", path, e)
-        return vi
+        counted: list[int] = []
+
+        def count() -> int:   # counting a million rows costs ~1 s: only when a rebuild needs it, once
+            if not counted:
+                counted.append(self._count_vectors(kind))
+            return counted[0]
+
+        return VectorIndex.open(self._faiss_path(kind), rev, lambda: self._iter_vectors(kind), dim=EMBED_DIM,
+                                index_type=index_type, count=count,
+                                sample=lambda m: self._sample_vectors(kind, m, count()))
 
     def _update_vectors(self, kind: str, rev0: int, touched: set[int]) -> None:
         """After an index run: apply its changes to the FAISS file if it was current at ``rev0``
@@ -330,8 +323,9 @@ class Library:
             for b_ids, b_vecs in self._iter_vectors(kind, ids):
                 vi.add(b_ids, b_vecs)
             outgrown = vi.index_type == "ivfsq8" and len(vi) > 4 * max(vi.trained_on, 1)
-            if choose_index_type(len(vi), vi.index_type) != vi.index_type or outgrown:
-                vi = self._build_vectors(kind, rev, None if outgrown else vi.index_type)
+            want = choose_index_type(len(vi), None if outgrown else vi.index_type)
+            if want != vi.index_type or outgrown:   # the file is still at rev0: open() rebuilds it
+                vi = self._open_vectors(kind, rev, want)
             else:
                 try:
                     vi.save(path, revision=rev)
@@ -410,7 +404,7 @@ class Library:
         if not self._has_searchable():
             return []
         allowed = self._ids_under(folder) if folder is not None else None
-        n0 = max(k * FUSION["overfetch"], k + 20)
+        n0 = _candidates(k)
         early = None
         if mode == "hybrid":
             # BM25 needs no query vector: run it on the other core while MiniLM and FAISS run here
@@ -434,7 +428,7 @@ class Library:
     def _background(self):
         """One worker thread per Library for the parts of a query that can overlap."""
         with self._lock:
-            if getattr(self, "_pool", None) is None:
+            if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-query")
@@ -443,7 +437,7 @@ class Library:
     def _search(self, lists_for, k: int, weights: dict[str, float]) -> list[Hit]:
         """Fuse the ranked lists, over-fetching until ``k`` photos whose files still exist are found
         or every signal has returned all it has (a list shorter than asked for)."""
-        n = max(k * FUSION["overfetch"], k + 20)
+        n = _candidates(k)
         while True:
             lists = lists_for(n)
             hits = self._hits(fuse_lists(lists, weights), k)
@@ -544,7 +538,7 @@ class Library:
 
         with self._lock:
             rev = self._store().revision()
-            held = getattr(self, "_bm25", None)
+            held = self._bm25
             if held is not None and held[0] == rev:
                 return held[1]
             path = _paths.bm25_cache_path(self.path)

@@ -410,11 +410,10 @@ class VectorIndex:
         size = path.stat().st_size
         with open(path, "rb") as f:
             h = _read_header(f, path)
-            self = cls(dim=h["dim"], index_type="flat" if h["index_type"] == "ivfsq8" else h["index_type"],
-                       revision=h["revision"], path=path, hnsw_m=h.get("hnsw_m", 32), **kw)
-            self.index_type = h["index_type"]
-            self.nlist, self.trained_on = int(h.get("nlist", 1024)), int(h.get("trained_on", 0))
-            self.nprobe = int(kw.get("nprobe", h.get("nprobe", IVF_NPROBE)))
+            kw.setdefault("nprobe", h.get("nprobe", IVF_NPROBE))
+            self = cls(dim=h["dim"], index_type=h["index_type"], revision=h["revision"], path=path,
+                       hnsw_m=h.get("hnsw_m", 32), nlist=h.get("nlist", 1024), **kw)
+            self.trained_on = int(h.get("trained_on", 0))
             if h["labels"]:
                 labels = np.load(f, allow_pickle=False)
                 if labels.dtype != np.int64 or labels.ndim != 1 or len(labels) != h["ntotal"]:
@@ -483,22 +482,26 @@ class VectorIndex:
 
     @classmethod
     def open(cls, path: str | os.PathLike, revision: Any, loader: Callable[[], Iterable[tuple[Any, Any]]],
-             dim: int = 384, index_type: str | None = "flat", count: int | None = None,
+             dim: int = 384, index_type: str | None = "flat", count: int | Callable[[], int] | None = None,
              sample: Callable[[int], Any] | None = None, **kw) -> "VectorIndex":
         """The index at path if it is readable and matches (revision, dim, index_type — None: any type);
-        otherwise rebuilt from loader() (None: the type choose_index_type(count) picks) and saved there (a failed save is logged, the index is still returned)."""
+        otherwise rebuilt from loader() and saved there (a failed save is logged, the index is still returned).
+        The header is checked before the index is read, so a stale file costs no load. ``count`` (the
+        number of vectors, or a function giving it, called only to rebuild) sizes the rebuilt index and,
+        with index_type None, picks its type (choose_index_type)."""
         path = Path(path)
         try:
-            idx = cls.load(path, **{k: v for k, v in kw.items() if k in ("ef_construction", "ef_search", "nprobe")})
-            if idx.revision == revision and idx.dim == dim and index_type in (None, idx.index_type):
-                return idx
-            log.info("vector index %s is stale (revision %r, store %r): rebuilding", path, idx.revision, revision)
+            h = cls.read_header(path)
+            if h.get("revision") == revision and h.get("dim") == dim and index_type in (None, h.get("index_type")):
+                return cls.load(path, **{k: v for k, v in kw.items() if k in ("ef_construction", "ef_search", "nprobe")})
+            log.info("vector index %s is stale (revision %r, store %r): rebuilding", path, h.get("revision"), revision)
         except FileNotFoundError:
             log.info("vector index %s missing: building", path)
         except Exception as e:  # unreadable/damaged: rebuild
             log.warning("vector index %s unreadable (%s): rebuilding", path, e)
-        idx = cls.build(loader(), dim=dim, index_type=index_type or choose_index_type(count or 0),
-                        revision=revision, count=count, sample=sample, **kw)
+        n = count() if callable(count) else count
+        idx = cls.build(loader(), dim=dim, index_type=index_type or choose_index_type(n or 0),
+                        revision=revision, count=n, sample=sample, **kw)
         idx.path = path
         try:
             idx.save(path)
