@@ -409,16 +409,7 @@ class BM25Cache:
     def load(cls, path) -> "BM25Cache":
         import numpy as np
 
-        with open(path, "rb") as f:
-            if f.read(len(CACHE_FILE_MAGIC)) != CACHE_FILE_MAGIC:
-                raise ValueError(f"{path}: not an imgsearch BM25 cache")
-            n = int.from_bytes(f.read(4), "little")
-            if n > 1 << 20:
-                raise ValueError(f"{path}: bad header")
-            h = json.loads(f.read(n).decode())
-        if h.get("magic") != CACHE_MAGIC:
-            raise ValueError(f"{path}: BM25 cache of another version")
-        start = -(-(len(CACHE_FILE_MAGIC) + 4 + n) // 64) * 64
+        h, start = cls._read_header(path)
         size = os.path.getsize(path)
         arrays = {}
         for name, dt in cls._ARRAYS:
@@ -437,17 +428,24 @@ class BM25Cache:
             raise ValueError(f"{path}: inconsistent BM25 cache")
         return self
 
-    @classmethod
-    def read_revision(cls, path) -> Any:
-        """The store revision a cache file was built at (reads the header only)."""
+    @staticmethod
+    def _read_header(path) -> tuple[dict, int]:
+        """(header, offset of the first array) of a cache file; ValueError if it is not one of this version."""
         with open(path, "rb") as f:
             if f.read(len(CACHE_FILE_MAGIC)) != CACHE_FILE_MAGIC:
                 raise ValueError(f"{path}: not an imgsearch BM25 cache")
             n = int.from_bytes(f.read(4), "little")
-            h = json.loads(f.read(min(n, 1 << 20)).decode())
+            if n > 1 << 20:
+                raise ValueError(f"{path}: bad header")
+            h = json.loads(f.read(n).decode())
         if h.get("magic") != CACHE_MAGIC:
             raise ValueError(f"{path}: BM25 cache of another version")
-        return h.get("revision")
+        return h, -(-(len(CACHE_FILE_MAGIC) + 4 + n) // 64) * 64
+
+    @classmethod
+    def read_revision(cls, path) -> Any:
+        """The store revision a cache file was built at (reads the header only)."""
+        return cls._read_header(path)[0].get("revision")
 
     @classmethod
     def open(cls, path, revision: Any) -> "BM25Cache | None":
