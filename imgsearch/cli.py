@@ -149,6 +149,9 @@ def query(
                                                                 "instead of matching TEXT.", show_default=False)] = None,
     in_folder: Annotated[Optional[Path], typer.Option("--in", help="Only photos under this folder.",
                                                       show_default=False)] = None,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank",
+                                         help="hybrid: re-rank the best candidates by how likely the captioner "
+                                              "is to write TEXT for each photo.")] = True,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ):
@@ -156,7 +159,7 @@ def query(
     if (text is None) == (like is None):
         _fail("give either TEXT or --like PHOTO")
     with _open(db, create=False) as lib:
-        hits = lib.query(text, k=k, mode=mode, in_folder=in_folder, like=like)
+        hits = lib.query(text, k=k, mode=mode, in_folder=in_folder, like=like, rerank=rerank)
     if json_out:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return

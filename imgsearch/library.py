@@ -42,6 +42,14 @@ FUSION: dict[str, Any] = {
     "overfetch": 4,                  # candidates per list = max(k * overfetch, k + 20)
 }
 
+# Re-ranking of a hybrid query's fused top `depth` by the captioning decoder's log-likelihood of the
+# query (imgsearch/model/rerank.py): score = z(fused) + weight * z(log P(query | photo)), z over those
+# `depth` photos. Chosen on Flickr8k dev with bench/tune_fusion.py --rerank (see there).
+RERANK: dict[str, Any] = {
+    "depth": 30,
+    "weight": 2.0,
+}
+
 BM25_CACHE_MIN = 50_000   # photos from which BM25 is answered from precomputed scores (FTS5 below)
 
 # hybrid: all signals fused; bm25: words only; dense: query ↔ caption embeddings; image: query ↔ photo embeddings
@@ -109,6 +117,7 @@ class Library:
         self._vectors: dict[str, Any] = {}
         self._bm25: tuple[int, Any] | None = None   # (store revision, BM25Cache or None)
         self._pool = None                            # query worker thread (_background), made on first use
+        self._scorer = None                          # re-ranking QueryScorer; False: none for this library
         self._lock = threading.RLock()
         try:
             self._sync_search_text()
@@ -184,21 +193,15 @@ class Library:
             return cap
 
     def _captioner_version(self) -> str:
-        """The version a re-index would write, without loading the model when possible."""
+        """The version a re-index would write, without loading the model (or torch)."""
         if self._captioner is not None:
             return self._captioner.version
-        from imgsearch.model import captioner as C
+        from imgsearch.model.versions import checkpoint_version, shipped_checkpoint
 
-        path = Path(self.model) if self.model is not None else C.shipped_checkpoint()
-        fn = getattr(C, "checkpoint_version", None)
-        try:
-            if fn is not None:
-                return fn(path)
-            if not path.is_file():
-                raise C.CheckpointError(f"checkpoint not found: {path}")
-            return C._file_version(path)
-        except C.CheckpointError as e:
-            raise LibraryError(str(e)) from None
+        path = Path(self.model) if self.model is not None else shipped_checkpoint()
+        if not path.is_file():
+            raise LibraryError(f"checkpoint not found: {path}")
+        return checkpoint_version(path)
 
     def embedder(self):
         with self._lock:
@@ -256,6 +259,14 @@ class Library:
             for kind in ("caption", "image"):
                 self._update_vectors(kind, rev0, runner.touched)
             self._update_bm25_cache()
+        if self._captioner is not None:
+            # the captioner (and torch) is loaded now: export the query scorer so that queries need neither
+            with self._lock:
+                self._scorer = None
+            try:
+                self._query_scorer()
+            except Exception as e:  # never fail an index run over it: queries fall back to the fused order
+                logging.getLogger(__name__).warning("query re-ranking unavailable: %s: %s", type(e).__name__, e)
         return report
 
     # ------------------------------------------------------------------ caches
@@ -383,9 +394,13 @@ class Library:
 
     # ------------------------------------------------------------------ query
     def query(self, text: str | None = None, k: int = 10, mode: str = "hybrid",
-              in_folder: str | os.PathLike | None = None, like: str | os.PathLike | int | None = None) -> list[Hit]:
+              in_folder: str | os.PathLike | None = None, like: str | os.PathLike | int | None = None,
+              rerank: bool = True) -> list[Hit]:
         """The ``k`` best photos for free ``text`` — or, with ``like`` (a photo path, indexed or not, or a
-        photo id), the photos most similar to that photo. Photos whose file is gone are skipped."""
+        photo id), the photos most similar to that photo. Photos whose file is gone are skipped.
+
+        In ``hybrid`` mode the fused top RERANK["depth"] are re-ranked by how likely the captioner is to
+        write ``text`` for each photo (``rerank=False``: the fused order as it is)."""
         if like is not None:
             return self._query_like(like, k, in_folder)
         if mode not in MODES:
@@ -419,8 +434,9 @@ class Library:
             early = None
             return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre)
 
+        post = (lambda fused: self._rerank(text, fused)) if mode == "hybrid" and rerank else None
         try:
-            return self._search(lists_for, k, FUSION["weights"])
+            return self._search(lists_for, k, FUSION["weights"], post=post)
         finally:
             if early is not None:
                 early.result()
@@ -434,16 +450,79 @@ class Library:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-query")
             return self._pool
 
-    def _search(self, lists_for, k: int, weights: dict[str, float]) -> list[Hit]:
-        """Fuse the ranked lists, over-fetching until ``k`` photos whose files still exist are found
-        or every signal has returned all it has (a list shorter than asked for)."""
+    def _search(self, lists_for, k: int, weights: dict[str, float], post=None) -> list[Hit]:
+        """Fuse the ranked lists (then ``post``-process the fused list), over-fetching until ``k`` photos
+        whose files still exist are found or every signal has returned all it has (a list shorter than
+        asked for)."""
         n = _candidates(k)
         while True:
             lists = lists_for(n)
-            hits = self._hits(fuse_lists(lists, weights), k)
+            fused = fuse_lists(lists, weights)
+            hits = self._hits(post(fused) if post is not None else fused, k)
             if len(hits) >= k or all(len(lst) < n for lst in lists.values()):
                 return hits
             n *= 4
+
+    # ------------------------------------------------------------------ re-ranking
+    def _rerank(self, text: str, fused: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """The fused list with its top RERANK["depth"] re-ordered by log P(text | photo) (model/rerank.py).
+        Unchanged when the library has no scorer or cells, or no word of ``text`` is in the vocabulary."""
+        from imgsearch.model.rerank import rerank, unpack_cells
+
+        depth = int(RERANK["depth"])
+        if len(fused) < 2 or depth < 2:
+            return fused
+        scorer = self._query_scorer()
+        tokens = scorer.tokens(text) if scorer is not None else None
+        if tokens is None:
+            return fused
+        ids = [i for i, _ in fused[:depth]]
+        blobs = self._cells(ids, scorer.version)
+        if not blobs:
+            return fused
+        have = [i for i in ids if i in blobs]
+        ll = scorer.score(tokens, unpack_cells([blobs[i] for i in have]))
+        return rerank(fused, dict(zip(have, ll.tolist())), depth, float(RERANK["weight"]))
+
+    def _cells(self, ids: Sequence[int], version: str) -> dict[int, bytes]:
+        """Stored re-ranking cells of the photos ``ids`` that were described by checkpoint ``version``."""
+        from sqlalchemy import select
+
+        from imgsearch.store.models import Photo, PhotoCells
+
+        with self._store().session() as s:
+            return dict(s.execute(select(PhotoCells.photo_id, PhotoCells.data)
+                                  .join(Photo, Photo.id == PhotoCells.photo_id)
+                                  .where(PhotoCells.photo_id.in_(list(ids)), Photo.model_version == version)).all())
+
+    def _query_scorer(self):
+        """The QueryScorer for the library's checkpoint: the cached ONNX graph (no torch) when there is
+        one; else, if any photo has cells of this version, made from the loaded captioner (once)."""
+        with self._lock:
+            if self._scorer is None:
+                from imgsearch.model.rerank import QueryScorer
+
+                try:
+                    version = self._captioner_version()
+                except LibraryError:
+                    self._scorer = False
+                    return None
+                scorer = QueryScorer.load(version)
+                if scorer is None and (self._captioner is not None or self._has_cells(version)):
+                    try:
+                        scorer = QueryScorer.for_captioner(self.captioner())
+                    except LibraryError as e:
+                        logging.getLogger(__name__).warning("no re-ranking: %s", e)
+                self._scorer = scorer if scorer is not None else False
+            return self._scorer or None
+
+    def _has_cells(self, version: str) -> bool:
+        from sqlalchemy import text as sql
+
+        with self._store().engine.connect() as conn:
+            return conn.execute(sql(
+                "SELECT 1 FROM photos p WHERE p.model_version = :v AND p.error IS NULL "
+                "AND EXISTS (SELECT 1 FROM photo_cells c WHERE c.photo_id = p.id) LIMIT 1"), {"v": version}).first() is not None
 
     def _has_searchable(self) -> bool:
         """Whether any photo can be returned (cheap: no count over a million rows)."""

@@ -55,6 +55,11 @@ def test_index_query_status_json(tmp_path, tiny_model):
     assert [(g["path"], g["caption"], g["keywords"]) for g in got] == [(h.path, h.caption, h.keywords) for h in want]
     assert [g["score"] for g in got] == pytest.approx([h.score for h in want])
     assert all(g["path"].startswith(str(pics)) for g in got)
+    r = run("query", "a red circle", "--db", db, "-k", 5, "--json", "--no-rerank")
+    assert r.exit_code == 0, r.output
+    with Library(db) as lib:
+        plain = lib.query("a red circle", k=5, rerank=False)
+    assert [(g["path"], round(g["score"], 5)) for g in json.loads(r.stdout)] == [(h.path, round(h.score, 5)) for h in plain]
 
     r = run("query", "a red circle", "--db", db, "-k", 10, "--json", "--in", pics / "sub", "--mode", "bm25")
     assert r.exit_code == 0, r.output

@@ -42,7 +42,7 @@ import numpy as np
 from sqlalchemy import delete, literal_column, or_, select, update
 
 from imgsearch.store.db import Store, bump_revision
-from imgsearch.store.models import Caption, IndexRun, Photo, Tag, pack_vector
+from imgsearch.store.models import Caption, IndexRun, Photo, PhotoCells, Tag, pack_vector
 
 ProgressFn = Callable[[int, int], None]
 
@@ -261,6 +261,7 @@ class _Described:
     keywords: list[str]
     caption_embedding: bytes | None
     image_embedding: bytes | None
+    cells: bytes | None = None           # packed decoder grid cells (re-ranking), see model/rerank.py
 
 
 def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[str]) -> str:
@@ -550,6 +551,7 @@ class IndexRunner:
                 described[pos] = _Described(
                     list(d.captions), list(d.tags), list(d.keywords), pack_vector(emb[k]),
                     pack_vector(d.image_embedding) if getattr(d, "image_embedding", None) is not None else None,
+                    getattr(d, "cells", None),
                 )
 
         now = _now()
@@ -634,6 +636,7 @@ class IndexRunner:
             model_version=self.version, error=None, indexed_at=now,
             caption_embedding=d.caption_embedding, image_embedding=d.image_embedding,
         ))
+        self._set_cells(s, pid, d.cells)
         if d.captions:
             s.execute(Caption.__table__.insert(), [
                 {"photo_id": pid, "rank": r, "text": t, "score": float(sc)} for r, (t, sc) in enumerate(d.captions)
@@ -652,6 +655,13 @@ class IndexRunner:
         self._docs.append((pid, doc_text([t for t, _ in d.captions], [t for (k, t) in tags if k == "keyword"],
                                          [t for (k, t) in tags if k == "tag"])))
 
+    @staticmethod
+    def _set_cells(s, pid: int, data: bytes | None) -> None:
+        """Replace (or, with None, drop) the photo's re-ranking cells."""
+        s.execute(delete(PhotoCells).where(PhotoCells.photo_id == pid))
+        if data is not None:
+            s.execute(PhotoCells.__table__.insert(), [{"photo_id": pid, "data": data}])
+
     def _copy_description(self, s, src: int, dst: int, now: datetime) -> None:
         row = s.execute(select(Photo.caption, Photo.model_version, Photo.caption_embedding, Photo.image_embedding)
                         .where(Photo.id == src)).one()
@@ -661,6 +671,7 @@ class IndexRunner:
             caption=row.caption, model_version=row.model_version, error=None, indexed_at=now,
             caption_embedding=row.caption_embedding, image_embedding=row.image_embedding,
         ))
+        self._set_cells(s, dst, s.execute(select(PhotoCells.data).where(PhotoCells.photo_id == src)).scalar())
         caps = [{"photo_id": dst, "rank": c.rank, "text": c.text, "score": c.score}
                 for c in s.execute(select(Caption).where(Caption.photo_id == src)).scalars()]
         tags = [{"photo_id": dst, "kind": t.kind, "term": t.term, "score": t.score}
@@ -695,6 +706,7 @@ class IndexRunner:
 
             s.execute(delete(Caption).where(Caption.photo_id == w.photo_id))
             s.execute(delete(Tag).where(Tag.photo_id == w.photo_id))
+            self._set_cells(s, w.photo_id, None)
             s.execute(update(Photo).where(Photo.id == w.photo_id).values(**vals))
             bm25.delete_documents(s, [w.photo_id])
             self.touched.add(w.photo_id)

@@ -6,20 +6,20 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import rerank
 from .beam import beam_search, greedy
 from .decoder import DecoderConfig, build_decoder
 from .encoder import ENCODERS, ImageEncoder, load_encoder
+from .versions import DESCRIPTION_FORMAT, SHIPPED_NAME, checkpoint_version, shipped_checkpoint  # noqa: F401
 from .vocab import Vocab
 
 CHECKPOINT_FORMAT = "imgsearch-captioner"
 CHECKPOINT_VERSION = 1
-SHIPPED_NAME = "captioner.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -32,6 +32,7 @@ class Description:
     tags: list[tuple[str, float]]              # ImageNet classes and their hypernyms: (word, confidence)
     keywords: list[str]                        # content words of the captions, then tag words
     image_embedding: np.ndarray | None = None  # (384,) photo embedding in MiniLM space, when the checkpoint has a projection
+    cells: bytes | None = None                 # the decoder's grid cells, packed (model/rerank.py), Transformer decoders
 
     @property
     def caption(self) -> str:
@@ -48,10 +49,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     return torch.device(device)
-
-
-def shipped_checkpoint() -> Path:
-    return Path(str(resources.files("imgsearch.model") / "weights" / SHIPPED_NAME))
 
 
 @dataclass
@@ -117,8 +114,11 @@ class Captioner:
         vocab = Vocab(list(Vocab.build([" ".join(words)], min_count=1).words))
         cfg = DecoderConfig(vocab_size=len(vocab), d_model=32, hidden=64, n_layers=1, n_heads=2, dropout=0.0, max_len=8)
         decoder = build_decoder(cfg).eval()
+        digest = hashlib.sha256()   # the version names these weights: caches keyed by it never mix two tiny models
+        for name, t in sorted(decoder.state_dict().items()):
+            digest.update(name.encode() + t.detach().cpu().numpy().tobytes())
         return cls(load_encoder("lite0", resolve_device(device)), decoder.to(resolve_device(device)), vocab, cfg,
-                   version=f"tiny-{seed}")
+                   version=f"tiny-{seed}-{digest.hexdigest()[:12]}")
 
     # ------------------------------------------------------------------ saving
     def checkpoint(self, half: bool = False, info: dict | None = None) -> dict:
@@ -212,10 +212,14 @@ class Captioner:
         caps = self.captions_from_grid(grid, beam=beam, n_best=n_best)
         tags = tags_from_logits(logits.float().cpu().numpy(), threshold=self.tag_threshold)
         emb = self.embed_images(grid) if self.projection is not None else None
+        cells = None
+        if rerank.supports(self):
+            cells = rerank.pack_cells(rerank.cells_from_grid(self, grid))
         out = []
         for i in range(len(caps)):
             kw = keywords([c for c, _ in caps[i]] + [t for t, _ in tags[i]])
-            out.append(Description(caps[i], tags[i], kw, None if emb is None else emb[i]))
+            out.append(Description(caps[i], tags[i], kw, None if emb is None else emb[i],
+                                   None if cells is None else cells[i]))
         return out
 
     @torch.inference_mode()
@@ -225,13 +229,6 @@ class Captioner:
             raise RuntimeError("this checkpoint has no photo→text projection")
         z = self.projection(grid[..., :self.projection.cfg.feat_dim].to(self.device).float())
         return torch.nn.functional.normalize(z, dim=-1).cpu().numpy().astype(np.float32)
-
-
-def checkpoint_version(path: str | Path | None = None) -> str:
-    """The version string a checkpoint's captions are stored under: file stem + first 12 hex of its SHA-256."""
-    path = Path(path) if path is not None else shipped_checkpoint()
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
-    return f"{path.stem}-{h[:12]}"
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -96,6 +96,16 @@ class Tag(Base):
     )
 
 
+class PhotoCells(Base):
+    """What the caption-likelihood re-ranker reads of a photo (rev 0004): the decoder's map of its grid
+    cells, packed by imgsearch.model.rerank.pack_cells. Written with the photo's captions."""
+
+    __tablename__ = "photo_cells"
+
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
 class Meta(Base):
     """Key/value. ``revision`` bumps with every committed write batch."""
 

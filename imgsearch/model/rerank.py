@@ -1,0 +1,311 @@
+"""Caption-likelihood re-ranking: how likely is the captioner to *write the query* for a photo?
+
+The first-stage signals (BM25 over captions, caption vectors, photo vectors) compare the query
+with one short summary of each photo. The captioning decoder can do better for the few dozen
+photos they put on top: it scores the query itself, word by word, against the photo's 7×7 grid,
+
+    score(photo) = log P(query words | photo) = Σ_t log p(w_t | w_<t, grid)       (teacher forcing)
+
+For one query the text prior log P(query) is the same for every candidate, so ranking candidates
+by this log-likelihood ranks them by pointwise mutual information between query and photo — a
+generic caption ("a man is standing") does not float to the top. (Captioners as retrieval
+scorers: e.g. Tschannen et al. 2023, "Image captioners are scalable vision learners too".)
+
+What is stored per photo (at index time, SQLite table photo_cells): the decoder's linear map of
+the 49 grid cells, ``decoder.grid.proj(grid)`` (49, d_model) — the only part of the decoder that
+reads the image — quantised to int8 with one float16 scale per cell (12.6 KB at d_model 256). The
+pooled "global" cell the decoder also attends to is the mean of these (the map is linear), so
+nothing else is needed to rebuild the decoder's memory exactly (up to the quantisation).
+
+At query time a ``QueryScorer`` runs the decoder over the query tokens for K candidates in one
+batch. The scorer graph is exported once to ONNX (from the checkpoint, when torch is loaded
+anyway: at index time) and cached as
+
+    <cache>/models/scorer-<checkpoint version>-s<GRAPH_VERSION>.onnx  (+ .json: vocabulary; + .sha256)
+
+so a query needs neither torch nor the checkpoint; without the cache it falls back to torch once
+and writes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+GRAPH_VERSION = 1
+CELLS_MAGIC = b"C1"
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- stored cells
+
+def pack_cells(cells: np.ndarray) -> list[bytes]:
+    """(B, N, D) float cells → one blob per photo: b"C1", uint16 N, uint16 D, float16 scales (N),
+    int8 values (N × D). Symmetric per-cell quantisation: value ≈ int8 × scale."""
+    x = np.asarray(cells, dtype=np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"cells must be (B, N, D), not {x.shape}")
+    B, N, D = x.shape
+    scale = np.abs(x).max(-1) / 127.0                                   # (B, N)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float16)
+    q = np.clip(np.rint(x / scale.astype(np.float32)[..., None]), -127, 127).astype(np.int8)
+    head = CELLS_MAGIC + struct.pack("<HH", N, D)
+    return [head + scale[b].astype("<f2").tobytes() + q[b].tobytes() for b in range(B)]
+
+
+def unpack_cells(blobs: Sequence[bytes]) -> np.ndarray:
+    """Blobs from ``pack_cells`` (same shape) → (K, N, D) float32."""
+    if not blobs:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    out = []
+    shape = None
+    for b in blobs:
+        b = bytes(b)
+        if b[:2] != CELLS_MAGIC or len(b) < 6:
+            raise ValueError("not a stored cell grid (bad header)")
+        N, D = struct.unpack("<HH", b[2:6])
+        if shape is None:
+            shape = (N, D)
+        if (N, D) != shape or len(b) != 6 + 2 * N + N * D:
+            raise ValueError("stored cell grids differ in shape or are truncated")
+        scale = np.frombuffer(b, dtype="<f2", count=N, offset=6).astype(np.float32)
+        q = np.frombuffer(b, dtype=np.int8, count=N * D, offset=6 + 2 * N).reshape(N, D)
+        out.append(q.astype(np.float32) * scale[:, None])
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------------------- the scorer graph
+
+def _scorer_module(decoder):
+    """A torch module: (cells (K, N, D), tokens (K, T)) → (K,) summed log-probabilities of tokens[:, 1:]
+    (pad = 0 ignored), computed by ``decoder`` (a TransformerDecoder, eval mode) from the stored cells."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class CaptionLikelihood(nn.Module):
+        def __init__(self, dec):
+            super().__init__()
+            self.dec = dec
+
+        def forward(self, cells: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            g = self.dec.grid
+            x = torch.cat([cells.mean(1, keepdim=True), cells], dim=1)         # (K, 50, D): pooled cell first
+            mem = g.norm(x + g.pos)                                            # (K, 50, D)
+            memory = [layer.cross_attn.keys_values(mem) for layer in self.dec.layers]
+            logits = self.dec(memory, tokens[:, :-1])                          # (K, T-1, V)
+            lp = F.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]   # (K, T-1)
+            return (lp * (tokens[:, 1:] != 0).to(lp.dtype)).sum(1)             # (K,)
+
+    return CaptionLikelihood(decoder).eval()
+
+
+def supports(captioner) -> bool:
+    """Whether the captioner's decoder can score queries from stored cells (the Transformer can)."""
+    dec = getattr(captioner, "decoder", None)
+    return hasattr(dec, "grid") and hasattr(getattr(dec, "grid", None), "proj") and hasattr(dec, "layers")
+
+
+def cells_from_grid(captioner, grid) -> np.ndarray:
+    """(B, 49, C) encoder grid → (B, 49, d_model) float32 cells to store (torch in, NumPy out)."""
+    import torch
+
+    with torch.inference_mode():
+        g = grid[..., :captioner.config.feat_dim].to(captioner.device).float()
+        return captioner.decoder.grid.proj(g).float().cpu().numpy()
+
+
+def scorer_path(version: str, cache_dir: str | Path) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in version)
+    return Path(cache_dir) / "models" / f"scorer-{safe}-s{GRAPH_VERSION}.onnx"
+
+
+def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool = True) -> Path:
+    """Export the captioner's query scorer to ONNX (dynamic K and T), check it against torch, and
+    write it atomically with its vocabulary (.json) and SHA-256 (.sha256) beside it.
+
+    ``quantize``: int8 weights with dynamic int8 activations for the matrix products (onnxruntime's
+    quantize_dynamic): 2.2× faster on this CPU (30 candidates, 13 tokens: 10.8 vs 23.6 ms on 2 threads)
+    for log-likelihoods within ~0.15 nats (correlation 0.99998 with fp32 on real cells)."""
+    import contextlib
+    import io
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    dec = captioner.decoder
+    module = _scorer_module(dec).cpu()
+    D = dec.cfg.d_model
+    g = torch.Generator().manual_seed(7)
+    cells = torch.randn(3, dec.cfg.n_cells, D, generator=g)
+    tokens = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0], [1, 4, 5, 6, 7, 2]]) % dec.cfg.vocab_size
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (cells, tokens), buf, input_names=["cells", "tokens"], output_names=["loglik"],
+                          dynamic_axes={"cells": {0: "k"}, "tokens": {0: "k", 1: "t"}, "loglik": {0: "k"}},
+                          opset_version=17, dynamo=False)
+    data = buf.getvalue()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"cells": cells.numpy(), "tokens": tokens.numpy()})[0]
+    with torch.inference_mode():
+        want = module(cells, tokens).numpy()
+    err = float(np.abs(got - want).max())
+    if not err <= tolerance * max(1.0, float(np.abs(want).max())):
+        raise RuntimeError(f"exported scorer differs from PyTorch by {err:.2e}")
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmpdir, contextlib.redirect_stderr(io.StringIO()):
+            src, out = Path(tmpdir) / "fp32.onnx", Path(tmpdir) / "int8.onnx"
+            src.write_bytes(data)
+            logging.disable(logging.WARNING)   # "consider pre-processing" advice on every call
+            try:
+                quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
+            finally:
+                logging.disable(logging.NOTSET)
+            data = out.read_bytes()
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        q = sess.run(None, {"cells": cells.numpy(), "tokens": tokens.numpy()})[0]
+        # int8 may move each log-likelihood a little, but must keep them where they were
+        if not (np.abs(q - want).max() <= 0.05 * max(1.0, float(np.abs(want).max()))
+                and list(np.argsort(q)) == list(np.argsort(want))):
+            raise RuntimeError(f"int8 scorer strays from PyTorch: {q} vs {want}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    info = {"version": captioner.version, "vocab": list(captioner.vocab.words), "max_len": captioner.config.max_len,
+            "n_cells": dec.cfg.n_cells, "d_model": D}
+    tmp = dest.with_suffix(f".tmp{os.getpid()}")
+    Path(f"{dest}.json.tmp{os.getpid()}").write_text(json.dumps(info))
+    os.replace(f"{dest}.json.tmp{os.getpid()}", f"{dest}.json")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+    Path(f"{dest}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    return dest
+
+
+class QueryScorer:
+    """log P(query | photo) for candidate photos, from their stored cells.
+
+        scorer = QueryScorer.load(version)                  # cached ONNX graph (no torch)
+        scorer = QueryScorer.for_captioner(captioner)       # export (or reuse) from a loaded captioner
+        tokens = scorer.tokens("dog on the beach")          # None when no query word is in the vocabulary
+        ll = scorer.score(tokens, cells)                    # cells (K, 49, D) → (K,)
+    """
+
+    def __init__(self, version: str, vocab, max_len: int, run):
+        self.version, self.vocab, self.max_len, self._run = version, vocab, max_len, run
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, version: str, cache_dir: str | Path | None = None, threads: int | None = None
+             ) -> "QueryScorer | None":
+        """The cached scorer of checkpoint ``version``, or None when there is none (or it is damaged)."""
+        from imgsearch.text.embed import default_cache_dir
+
+        from .vocab import Vocab
+
+        path = scorer_path(version, cache_dir if cache_dir is not None else default_cache_dir())
+        try:
+            data = path.read_bytes()
+            want = Path(f"{path}.sha256").read_text().strip()
+            info = json.loads(Path(f"{path}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != want or info.get("version") != version:
+            log.warning("cached query scorer %s is damaged: ignoring it", path)
+            return None
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(threads or min(4, os.cpu_count() or 1)))
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        return cls(version, Vocab(list(info["vocab"])), int(info["max_len"]),
+                   lambda cells, tokens: sess.run(None, {"cells": cells, "tokens": tokens})[0])
+
+    @classmethod
+    def for_captioner(cls, captioner, cache_dir: str | Path | None = None) -> "QueryScorer | None":
+        """From a loaded captioner: the cached ONNX scorer, exported first when missing; the torch
+        decoder itself when exporting fails. None for decoders that cannot score (LSTM)."""
+        if not supports(captioner):
+            return None
+        from imgsearch.text.embed import default_cache_dir
+
+        cache = Path(cache_dir if cache_dir is not None else default_cache_dir())
+        got = cls.load(captioner.version, cache)
+        if got is not None:
+            return got
+        try:
+            export_scorer(captioner, scorer_path(captioner.version, cache))
+            got = cls.load(captioner.version, cache)
+            if got is not None:
+                return got
+        except Exception as e:  # read-only cache, no onnxruntime, export failure: torch will do
+            log.warning("query scorer not exported (%s: %s); scoring with PyTorch", type(e).__name__, e)
+        return cls.from_torch(captioner)
+
+    @classmethod
+    def from_torch(cls, captioner) -> "QueryScorer":
+        import torch
+
+        module = _scorer_module(captioner.decoder)
+        device = captioner.device
+
+        def run(cells, tokens):
+            with torch.inference_mode():
+                return module(torch.from_numpy(cells).to(device), torch.from_numpy(tokens).to(device)).cpu().numpy()
+
+        return cls(captioner.version, captioner.vocab, captioner.config.max_len, run)
+
+    # ------------------------------------------------------------------ scoring
+    def tokens(self, text: str) -> np.ndarray | None:
+        """<start> words <end> as (T,) int64, or None when no word of ``text`` is in the vocabulary
+        (the likelihood would only compare how photos predict <unk>)."""
+        ids = self.vocab.encode(text, self.max_len)
+        if all(i == self.vocab.unk for i in ids[1:-1]):
+            return None
+        return np.asarray(ids, dtype=np.int64)
+
+    def score(self, tokens: np.ndarray, cells: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Summed log-probability of ``tokens`` for each of the K photos whose cells are given: (K,)."""
+        cells = np.ascontiguousarray(cells, dtype=np.float32)
+        K = len(cells)
+        out = np.empty(K, dtype=np.float32)
+        for s in range(0, K, batch):
+            c = cells[s:s + batch]
+            t = np.ascontiguousarray(np.broadcast_to(tokens, (len(c), len(tokens))))
+            out[s:s + len(c)] = self._run(c, t)
+        return out
+
+
+def rerank(ranked: list[tuple[int, float]], loglik: dict[int, float], depth: int, weight: float
+           ) -> list[tuple[int, float]]:
+    """Re-order the first ``depth`` entries of a fused ranking by z(fused score) + weight × z(log-likelihood).
+
+    z-scores are taken over those ``depth`` entries; an entry without a likelihood (no stored cells)
+    gets the mean (z = 0). Entries past ``depth`` keep their order below the re-ranked block: their
+    score is mapped by the same z-transform, plus ``weight`` × the block's lowest likelihood z-score.
+    """
+    if depth <= 0 or weight <= 0 or len(ranked) < 2 or not loglik:
+        return list(ranked)
+    top, tail = ranked[:depth], ranked[depth:]
+    f = np.array([s for _, s in top], dtype=np.float64)
+    mu, sd = f.mean(), f.std()
+    sd = sd if sd > 0 else 1.0
+    have = [loglik[i] for i, _ in top if i in loglik]
+    lmu, lsd = float(np.mean(have)), float(np.std(have))
+    lsd = lsd if lsd > 0 else 1.0
+    zl = {i: (loglik[i] - lmu) / lsd for i, _ in top if i in loglik}
+    floor = min(0.0, min(zl.values()))
+    block = [(i, (s - mu) / sd + weight * zl.get(i, 0.0)) for i, s in top]
+    block.sort(key=lambda x: (-x[1], x[0]))
+    rest = [(i, (s - mu) / sd + weight * floor) for i, s in tail]
+    return block + rest
