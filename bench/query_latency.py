@@ -19,7 +19,11 @@ running the captioner:
     projection, so hybrid queries fuse three lists (bm25, caption, image) as they do for real;
   * keywords (content words of the captions + tag words) and tags (an ImageNet class name with its
     hypernyms, from imgsearch/model/data/imagenet_tags.json, for ~60% of photos) like the pipeline;
-  * BM25 documents in photo_fts exactly as the pipeline writes them (search_terms of doc_text).
+  * BM25 documents in photo_fts exactly as the pipeline writes them (search_terms of doc_text);
+  * re-ranking cells (photo_cells, int8 as the pipeline packs them; ~12.6 KB per photo): drawn from a
+    bank of --cell-bank random grids, and the photos recorded under the shipped checkpoint's
+    version, so hybrid queries re-rank their top RERANK["depth"] with the shipped decoder's (cached,
+    int8 ONNX) scorer as they do for real. The scorer's cost does not depend on the cell values.
 The bulk insert uses raw sqlite3 with journal_mode=OFF, synchronous=OFF (a bench shortcut; the
 pipeline writes in WAL transactions), then switches the file back to WAL.
 
@@ -87,7 +91,13 @@ COLD_API = (
     "        print(h.rank, round(h.score, 4), h.path, h.caption, sep='\\t')\n"
     "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
 )
-MODES = ("bm25", "dense", "image", "hybrid")
+MODES = ("bm25", "dense", "image", "hybrid", "hybrid_no_rerank")
+
+
+def _query(lib, q: str, mode: str):
+    if mode == "hybrid_no_rerank":
+        return lib.query(q, k=10, mode="hybrid", rerank=False)
+    return lib.query(q, k=10, mode=mode)
 
 
 # ============================================================== synthetic library
@@ -169,7 +179,8 @@ def make_templates(corpus: Corpus, pool: list[tuple[str, str, str]], variants: i
 
 
 def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, pool_emb: np.ndarray,
-                  embedder_version: str, seed: int, chunk: int = 50000) -> dict:
+                  embedder_version: str, seed: int, chunk: int = 50000, model_version: str = "captioner-synthetic0000",
+                  cell_bank: list[bytes] | None = None) -> dict:
     """Write n photos into a new library at workdir/library.db (+ empty stub files under workdir/photos).
 
     Photo rows (with their embeddings) are inserted from Python; captions, tags and FTS5 documents are
@@ -199,7 +210,6 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
     conn.execute("PRAGMA temp_store=MEMORY")
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
-    model_version = "captioner-synthetic0000"
     indexed_at = "2026-01-01 00:00:00.000000"
     conn.execute("BEGIN")
     conn.execute("CREATE TEMP TABLE t_caps(tid INTEGER, rank INTEGER, text TEXT, score REAL)")
@@ -235,6 +245,10 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
             "model_version, error, indexed_at, caption_embedding, image_embedding) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         conn.executemany("INSERT INTO t_map VALUES (?, ?)", zip(range(start, start + m), tids.tolist()))
+        if cell_bank:
+            pick = rng.integers(0, len(cell_bank), m)
+            conn.executemany("INSERT INTO photo_cells(photo_id, data) VALUES (?, ?)",
+                             ((start + j, cell_bank[pick[j]]) for j in range(m)))
     conn.execute("INSERT INTO captions(photo_id, rank, text, score) "
                  "SELECT m.pid, c.rank, c.text, c.score FROM t_map m JOIN t_caps c ON c.tid = m.tid ORDER BY m.pid, c.rank")
     conn.execute("INSERT OR IGNORE INTO tags(photo_id, kind, term, score) "
@@ -288,7 +302,7 @@ def db_sizes(db: Path) -> dict:
 class Breakdown:
     """Wraps a Library's internals to time each component of a query."""
 
-    KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "fuse", "rows")
+    KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "fuse", "rerank", "rows")
 
     def __init__(self, lib):
         import imgsearch.library as L
@@ -311,6 +325,7 @@ class Breakdown:
         wrap(lib, "_bm25_search", lambda a: "bm25")
         wrap(lib, "_dense_search", lambda a: "faiss_" + a[0])
         wrap(lib, "_hits", lambda a: "rows")
+        wrap(lib, "_rerank", lambda a: "rerank")
         emb = lib.embedder()
         wrap(emb, "embed", lambda a: "embed")
         wrap(L, "fuse_lists", lambda a: "fuse")
@@ -329,7 +344,7 @@ def time_queries(lib, bd: Breakdown, queries: list[str], mode: str, budget_s: fl
     for i, q in enumerate(queries):
         bd.reset()
         t = time.perf_counter()
-        hits = lib.query(q, k=10, mode=mode)
+        hits = _query(lib, q, mode)
         lat.append(time.perf_counter() - t)
         parts.append(dict(bd.cur))
         empty += not hits
@@ -377,7 +392,8 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
         shutil.rmtree(workdir)
     res: dict = {"size": n}
     try:
-        b = build_library(n, workdir, templates, args.variants, pool_emb, emb.version, args.seed)
+        b = build_library(n, workdir, templates, args.variants, pool_emb, emb.version, args.seed,
+                          model_version=args.model_version, cell_bank=args.cell_blobs)
         res.update({k: v for k, v in b.items() if k not in ("db", "photos_dir")})
         db = Path(b["db"])
         print(f"stub files {b['stub_files_s']:.1f} s (not counted); store build {b['store_build_s']:.1f} s", flush=True)
@@ -436,7 +452,7 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
         bd = Breakdown(lib)
         for mode in MODES:  # warm-up: FAISS load, ONNX session, SQLite page cache
             for q in queries[:3]:
-                lib.query(q, k=10, mode=mode)
+                _query(lib, q, mode)
         res["warm"] = {}
         for mode in MODES:
             r = time_queries(lib, bd, queries, mode, args.mode_budget_s)
@@ -488,6 +504,32 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
     return res
 
 
+def prepare_reranking(n_bank: int, seed: int) -> tuple[str, list[bytes]]:
+    """The shipped checkpoint's version (photos recorded under it are re-ranked), its query scorer in
+    the cache (exported now if missing: the one time this bench loads torch, in a child process), and
+    a bank of random cell grids shaped like the shipped decoder's."""
+    import subprocess
+
+    from imgsearch.model.rerank import QueryScorer, pack_cells, scorer_path
+    from imgsearch.model.versions import checkpoint_version
+    from imgsearch.text.embed import default_cache_dir
+
+    version = checkpoint_version()
+    if QueryScorer.load(version) is None:
+        code = ("from imgsearch.model.captioner import Captioner\nfrom imgsearch.model.rerank import QueryScorer\n"
+                "assert QueryScorer.for_captioner(Captioner.load(device='cpu')) is not None\n")
+        subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    scorer = QueryScorer.load(version)
+    if scorer is None:
+        raise SystemExit("could not prepare the query scorer of the shipped checkpoint")
+    d_model = int(json.loads(Path(f"{scorer_path(version, default_cache_dir())}.json").read_text())["d_model"])
+    rng = np.random.default_rng(seed + 7)
+    bank = pack_cells(rng.normal(0, 1.5, (n_bank, 49, d_model)).astype(np.float32))
+    print(f"re-ranking: {n_bank} random cell grids of 49 x {d_model} ({len(bank[0])} bytes each), photos recorded "
+          f"as {version}", flush=True)
+    return version, bank
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -504,6 +546,8 @@ def main(argv=None):
     ap.add_argument("--workdir", help="build libraries here (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the built libraries")
     ap.add_argument("--json", default=str(RESULTS / "query_latency.json"))
+    ap.add_argument("--cell-bank", type=int, default=256, help="distinct random re-ranking cell grids (0: no cells, "
+                    "hybrid queries are then not re-ranked)")
     args = ap.parse_args(argv)
 
     import faiss
@@ -547,7 +591,11 @@ def main(argv=None):
     qvecs = np.asarray(emb.embed(queries), dtype=np.float32)
     print(f"MiniLM ({emb.backend}): embedded {len(pool_caps)} pool captions + {len(queries)} queries in "
           f"{time.perf_counter() - t:.1f} s", flush=True)
-    out = {"machine": m, "settings": {k: v for k, v in vars(args).items() if k != "json"}, "sizes": []}
+    args.model_version, args.cell_blobs = "captioner-synthetic0000", None
+    if args.cell_bank > 0:
+        args.model_version, args.cell_blobs = prepare_reranking(args.cell_bank, args.seed)
+    out = {"machine": m, "settings": {k: v for k, v in vars(args).items() if k not in ("json", "cell_blobs")},
+           "sizes": []}
     for n in args.sizes:
         out["sizes"].append(run_size(n, args, templates, pool_emb, emb, queries, qvecs))
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -97,10 +97,15 @@ def test_scorer_matches_the_decoder_onnx_and_torch(tmp_path):
     cells = R.cells_from_grid(tiny, grid)
     tokens = np.asarray(tiny.vocab.encode("a red circle on the grass", tiny.config.max_len), dtype=np.int64)
     want = _reference_loglik(tiny, grid, tokens)
-    assert np.allclose(R.QueryScorer.from_torch(tiny).score(tokens, cells), want, atol=1e-4)
+    assert np.allclose(R.QueryScorer.from_torch(tiny).score(tokens, cells, weighted=False), want, atol=1e-4)
     # the fp32 graph is the decoder, exactly
     exact = R.export_scorer(tiny, R.scorer_path(tiny.version, tmp_path / "fp32"), quantize=False)
-    assert np.allclose(R.QueryScorer.load(tiny.version, tmp_path / "fp32").score(tokens, cells), want, atol=1e-4)
+    fp32 = R.QueryScorer.load(tiny.version, tmp_path / "fp32")
+    assert np.allclose(fp32.score(tokens, cells, weighted=False), want, atol=1e-4)
+    # the weighted score: Σ_t w(word_t) log p(word_t | ...), w per vocabulary id
+    lp = fp32.token_logp(tokens, cells)
+    assert lp.shape == (8, len(tokens) - 1)
+    assert np.allclose(fp32.score(tokens, cells), lp @ fp32.weights[tokens[1:]], atol=1e-5)
     assert exact.with_name(exact.name + ".json").is_file() and exact.with_name(exact.name + ".sha256").is_file()
     # the shipped path: int8 graph, exported once and cached, loaded later without torch
     onnx_scorer = R.QueryScorer.for_captioner(tiny, cache_dir=tmp_path)
@@ -108,15 +113,22 @@ def test_scorer_matches_the_decoder_onnx_and_torch(tmp_path):
     again = R.QueryScorer.load(tiny.version, tmp_path)
     spread = float(want.max() - want.min())
     for sc in (onnx_scorer, again):
-        got = sc.score(tokens, cells)
+        got = sc.score(tokens, cells, weighted=False)
         assert np.abs(got - want).max() < 0.05 * spread
         assert np.corrcoef(got, want)[0, 1] > 0.999
     # from the stored (int8) cells too
-    got = again.score(tokens, R.unpack_cells(R.pack_cells(cells)))
+    got = again.score(tokens, R.unpack_cells(R.pack_cells(cells)), weighted=False)
     assert np.corrcoef(got, want)[0, 1] > 0.999
     # a damaged cache file is ignored, not trusted
     R.scorer_path(tiny.version, tmp_path).write_bytes(b"garbage")
     assert R.QueryScorer.load(tiny.version, tmp_path) is None
+
+
+def test_token_weights_favour_content_words(tiny):
+    w = R.token_weights(tiny.vocab)
+    ix = tiny.vocab.index
+    assert w[ix["circle"]] > w[ix["on"]] > 0 and w[ix["red"]] > w[ix["a"]]
+    assert w[tiny.vocab.eos] == 1.0 and w[tiny.vocab.pad] == w[tiny.vocab.bos] == w[tiny.vocab.unk] == 0.0
 
 
 def test_scorer_tokens(tiny, tmp_path):

@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2         # 2: per-token log-probabilities out (weighted in NumPy)
 CELLS_MAGIC = b"C1"
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,19 @@ def unpack_cells(blobs: Sequence[bytes]) -> np.ndarray:
 # ----------------------------------------------------------------------------- the scorer graph
 
 def _scorer_module(decoder):
-    """A torch module: (cells (K, N, D), tokens (K, T)) → (K,) summed log-probabilities of tokens[:, 1:]
-    (pad = 0 ignored), computed by ``decoder`` (a TransformerDecoder, eval mode) from the stored cells."""
+    """A torch module: (cells (K, N, D), tokens (K, T)) → (K, T-1) log-probabilities of tokens[:, 1:]
+    (0 at pad = 0), computed by ``decoder`` (a TransformerDecoder, eval mode) from the stored cells.
+
+    The same function as teacher-forcing the decoder, arranged for K candidates of one query:
+    * the first layer's self-attention sees only the query's tokens — identical for every candidate —
+      so it runs once (row 0) and is broadcast;
+    * cross-attention reads the 50 memory cells through the key/value maps without materialising
+      them: q·(W_k m + b_k) = (W_kᵀ q)·m + q·b_k, where q·b_k is the same for every cell and drops out
+      of the softmax, and Σ_j a_j (W_v m_j + b_v) = W_v (Σ_j a_j m_j) + b_v. With T ≈ 12 query
+      tokens against 50 cells this is ~2.5× fewer multiply-adds than projecting the cells.
+    """
+    import math
+
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -93,15 +104,45 @@ def _scorer_module(decoder):
         def __init__(self, dec):
             super().__init__()
             self.dec = dec
+            D = dec.cfg.d_model
+            H = dec.cfg.n_heads
+            self.h, self.dk = H, D // H
+            wk, wvt, bv = [], [], []
+            for layer in dec.layers:
+                W, b = layer.cross_attn.kv.weight.detach(), layer.cross_attn.kv.bias.detach()   # (2D, D), (2D,)
+                wk.append(W[:D].view(H, self.dk, D).contiguous())                          # (H, dk, D)
+                wvt.append(W[D:].view(H, self.dk, D).transpose(1, 2).contiguous())         # (H, D, dk)
+                bv.append(b[D:].view(H, 1, self.dk).contiguous())                          # (H, 1, dk)
+            self.wk, self.wvt, self.bv = wk, wvt, bv
+
+        def cross(self, i: int, layer, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+            att = layer.cross_attn
+            K, T, _ = x.shape
+            q = att.q(x).view(K, T, self.h, self.dk).transpose(1, 2)          # (K, H, T, dk)
+            qk = (q @ self.wk[i]) * (1.0 / math.sqrt(self.dk))                 # (K, H, T, D)
+            m = mem[:, None]                                                   # (K, 1, 50, D)
+            a = torch.softmax(qk @ m.transpose(-1, -2), dim=-1)                # (K, H, T, 50)
+            y = (a @ m) @ self.wvt[i] + self.bv[i]                             # (K, H, T, dk)
+            return att.out(y.transpose(1, 2).reshape(K, T, self.h * self.dk))  # (K, T, D)
 
         def forward(self, cells: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-            g = self.dec.grid
+            dec, g = self.dec, self.dec.grid
             x = torch.cat([cells.mean(1, keepdim=True), cells], dim=1)         # (K, 50, D): pooled cell first
             mem = g.norm(x + g.pos)                                            # (K, 50, D)
-            memory = [layer.cross_attn.keys_values(mem) for layer in self.dec.layers]
-            logits = self.dec(memory, tokens[:, :-1])                          # (K, T-1, V)
+            inp = tokens[:, :-1]
+            K = inp.shape[0]
+            h = dec._tokens(inp[:1])                                           # (1, T, D): same for every row
+            for i, layer in enumerate(dec.layers):
+                a = layer.ln1(h)
+                k, v = layer.self_attn.keys_values(a)
+                h = h + layer.self_attn(a, k, v, causal=True)
+                if i == 0:
+                    h = h.expand(K, -1, -1)                                    # (K, T, D)
+                h = h + self.cross(i, layer, layer.ln2(h), mem)
+                h = h + layer.mlp(layer.ln3(h))
+            logits = dec.head(dec.ln_f(h))                                     # (K, T, V)
             lp = F.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]   # (K, T-1)
-            return (lp * (tokens[:, 1:] != 0).to(lp.dtype)).sum(1)             # (K,)
+            return lp * (tokens[:, 1:] != 0).to(lp.dtype)                      # (K, T-1)
 
     return CaptionLikelihood(decoder).eval()
 
@@ -150,8 +191,8 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
     buf = io.BytesIO()
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (cells, tokens), buf, input_names=["cells", "tokens"], output_names=["loglik"],
-                          dynamic_axes={"cells": {0: "k"}, "tokens": {0: "k", 1: "t"}, "loglik": {0: "k"}},
+        torch.onnx.export(module, (cells, tokens), buf, input_names=["cells", "tokens"], output_names=["token_logp"],
+                          dynamic_axes={"cells": {0: "k"}, "tokens": {0: "k", 1: "t"}, "token_logp": {0: "k", 1: "t"}},
                           opset_version=17, dynamo=False)
     data = buf.getvalue()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -176,9 +217,10 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
         sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         q = sess.run(None, {"cells": cells.numpy(), "tokens": tokens.numpy()})[0]
         # int8 may move each log-likelihood a little, but must keep them where they were
-        if not (np.abs(q - want).max() <= 0.05 * max(1.0, float(np.abs(want).max()))
-                and list(np.argsort(q)) == list(np.argsort(want))):
-            raise RuntimeError(f"int8 scorer strays from PyTorch: {q} vs {want}")
+        qs, ws = q.sum(1), want.sum(1)
+        if not (np.abs(qs - ws).max() <= 0.05 * max(1.0, float(np.abs(ws).max()))
+                and list(np.argsort(qs)) == list(np.argsort(ws))):
+            raise RuntimeError(f"int8 scorer strays from PyTorch: {qs} vs {ws}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     info = {"version": captioner.version, "vocab": list(captioner.vocab.words), "max_len": captioner.config.max_len,
             "n_cells": dec.cfg.n_cells, "d_model": D}
@@ -191,17 +233,38 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
     return dest
 
 
+def token_weights(vocab) -> np.ndarray:
+    """Per vocabulary id, how much a query word counts in the likelihood: its inverse document frequency
+    over the training captions (model/data/caption_idf.json), so "a", "is", "the" — which every photo
+    predicts alike — weigh little and "dog", "red", "surfing" much; <end> counts 1, <pad>/<start>/<unk> 0;
+    a word the file lacks counts as the rarest there. On Flickr8k dev this lifts re-ranked R@1/5/10 from
+    0.249 / 0.559 / 0.693 (plain sum) to 0.259 / 0.573 / 0.699 (fp32, depth 40, weight 2)."""
+    from importlib import resources
+
+    data = json.loads((resources.files("imgsearch.model") / "data" / "caption_idf.json").read_text())
+    idf = data["idf"]
+    rare = max(idf.values())
+    w = np.array([idf.get(word, rare) for word in vocab.words], dtype=np.float32)
+    w[[vocab.pad, vocab.bos, vocab.unk]] = 0.0
+    w[vocab.eos] = 1.0
+    return w
+
+
 class QueryScorer:
-    """log P(query | photo) for candidate photos, from their stored cells.
+    """How likely the captioner is to write a query for each candidate photo, from their stored cells.
 
         scorer = QueryScorer.load(version)                  # cached ONNX graph (no torch)
         scorer = QueryScorer.for_captioner(captioner)       # export (or reuse) from a loaded captioner
         tokens = scorer.tokens("dog on the beach")          # None when no query word is in the vocabulary
-        ll = scorer.score(tokens, cells)                    # cells (K, 49, D) → (K,)
+        s = scorer.score(tokens, cells)                     # cells (K, 49, D) → (K,)
+
+    ``score`` is Σ_t w(word_t) · log p(word_t | words before, photo), w from ``token_weights`` (IDF);
+    ``score(..., weighted=False)`` the plain log-likelihood log P(query | photo).
     """
 
     def __init__(self, version: str, vocab, max_len: int, run):
         self.version, self.vocab, self.max_len, self._run = version, vocab, max_len, run
+        self.weights = token_weights(vocab)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -274,16 +337,23 @@ class QueryScorer:
             return None
         return np.asarray(ids, dtype=np.int64)
 
-    def score(self, tokens: np.ndarray, cells: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Summed log-probability of ``tokens`` for each of the K photos whose cells are given: (K,)."""
+    def token_logp(self, tokens: np.ndarray, cells: np.ndarray, batch: int = 64) -> np.ndarray:
+        """log p(token_t | tokens before, photo) for t ≥ 1, for each of the K photos: (K, T-1)."""
         cells = np.ascontiguousarray(cells, dtype=np.float32)
         K = len(cells)
-        out = np.empty(K, dtype=np.float32)
+        out = np.empty((K, len(tokens) - 1), dtype=np.float32)
         for s in range(0, K, batch):
             c = cells[s:s + batch]
             t = np.ascontiguousarray(np.broadcast_to(tokens, (len(c), len(tokens))))
             out[s:s + len(c)] = self._run(c, t)
         return out
+
+    def score(self, tokens: np.ndarray, cells: np.ndarray, weighted: bool = True) -> np.ndarray:
+        """(K,) scores of the query ``tokens`` for the K photos whose cells are given (see the class doc)."""
+        lp = self.token_logp(tokens, cells)
+        if not weighted:
+            return lp.sum(1)
+        return lp @ self.weights[np.asarray(tokens[1:])]
 
 
 def rerank(ranked: list[tuple[int, float]], loglik: dict[int, float], depth: int, weight: float
