@@ -218,3 +218,25 @@ def test_library_of_another_model_is_not_reranked(tiny_library, tmp_path):
         text = "a red circle"
         assert lib._cells([1, 2, 3], other.version) == {}
         assert [h.id for h in lib.query(text, k=6)] == [h.id for h in lib.query(text, k=6, rerank=False)]
+
+
+def test_checkpoint_version_is_remembered_by_path_size_and_mtime(tmp_path):
+    import os
+
+    from imgsearch.model.versions import DESCRIPTION_FORMAT, checkpoint_version
+
+    ck, memo = tmp_path / "model.pt", tmp_path / "memo.json"
+    ck.write_bytes(b"weights one")
+    v1 = checkpoint_version(ck, memo)
+    assert v1.startswith("model-") and v1.endswith(DESCRIPTION_FORMAT) and memo.is_file()
+    assert checkpoint_version(ck, memo) == v1                       # from the memo
+    ck.write_bytes(b"weights two!")                                # changed: hashed again
+    v2 = checkpoint_version(ck, memo)
+    assert v2 != v1
+    st = ck.stat()
+    ck.write_bytes(b"weights 3rd!")                                # same size, mtime forced back: the memo answers
+    os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert checkpoint_version(ck, memo) == v2
+    memo.write_text("{ not json")                                  # a damaged memo is ignored (and rewritten)
+    assert checkpoint_version(ck, memo) != v2
+    assert checkpoint_version(ck, tmp_path / "no" / "such" / "dir" / "memo.json") == checkpoint_version(ck, memo)

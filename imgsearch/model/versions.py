@@ -3,6 +3,8 @@ query can name the checkpoint (and find its cached query scorer) at no start-up 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -17,12 +19,39 @@ def shipped_checkpoint() -> Path:
     return Path(str(resources.files("imgsearch.model") / "weights" / SHIPPED_NAME))
 
 
-def checkpoint_version(path: str | Path | None = None) -> str:
+def checkpoint_version(path: str | Path | None = None, memo: str | Path | None = None) -> str:
     """The version a checkpoint's descriptions are stored under: file stem + first 12 hex of its SHA-256
-    + DESCRIPTION_FORMAT."""
+    + DESCRIPTION_FORMAT.
+
+    Hashing the 25 MB shipped checkpoint costs ~50 ms of every cold query, so the digest is remembered in
+    ``memo`` (default: <cache>/models/checkpoint-digests.json) under the file's path, size and mtime; a
+    changed file is hashed again. A memo that cannot be read or written is just not used."""
     path = Path(path) if path is not None else shipped_checkpoint()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.stem}-{digest.hexdigest()[:12]}{DESCRIPTION_FORMAT}"
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    if memo is None:
+        from imgsearch.text.embed import default_cache_dir
+
+        memo = default_cache_dir() / "models" / "checkpoint-digests.json"
+    memo = Path(memo)
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hexdigest = known.get(key) if isinstance(known, dict) else None
+    if not (isinstance(hexdigest, str) and len(hexdigest) == 64):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        hexdigest = digest.hexdigest()
+        try:
+            known = known if isinstance(known, dict) else {}
+            known[key] = hexdigest
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, memo)
+        except OSError:
+            pass
+    return f"{path.stem}-{hexdigest[:12]}{DESCRIPTION_FORMAT}"
