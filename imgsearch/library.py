@@ -481,7 +481,11 @@ class Library:
         if not blobs:
             return fused
         have = [i for i in ids if i in blobs]
-        ll = scorer.score(tokens, unpack_cells([blobs[i] for i in have]))
+        try:
+            ll = scorer.score(tokens, unpack_cells([blobs[i] for i in have]))
+        except Exception as e:  # damaged cells, a broken scorer: the query still answers, in the fused order
+            logging.getLogger(__name__).warning("re-ranking skipped: %s: %s", type(e).__name__, e)
+            return fused
         return rerank(fused, dict(zip(have, ll.tolist())), depth, float(RERANK["weight"]))
 
     def _cells(self, ids: Sequence[int], version: str) -> dict[int, bytes]:

@@ -240,3 +240,20 @@ def test_checkpoint_version_is_remembered_by_path_size_and_mtime(tmp_path):
     memo.write_text("{ not json")                                  # a damaged memo is ignored (and rewritten)
     assert checkpoint_version(ck, memo) != v2
     assert checkpoint_version(ck, tmp_path / "no" / "such" / "dir" / "memo.json") == checkpoint_version(ck, memo)
+
+
+def test_damaged_cells_never_fail_a_query(tiny_library, tmp_path, caplog):
+    """A truncated cell blob (disk damage, a bad copy) costs the re-ranking of that query, not the query."""
+    import shutil
+
+    db, ckpt = tiny_library
+    copy = tmp_path / "library.db"
+    shutil.copy(db, copy)
+    with sqlite3.connect(copy) as c:
+        pid = c.execute("SELECT photo_id FROM photo_cells LIMIT 1").fetchone()[0]
+        c.execute("UPDATE photo_cells SET data = substr(data, 1, 100) WHERE photo_id = ?", (pid,))
+    with Library(copy, model=ckpt, device="cpu") as lib:
+        with caplog.at_level("WARNING"):
+            hits = lib.query("a red circle", k=12)
+        assert [h.id for h in hits] == [h.id for h in lib.query("a red circle", k=12, rerank=False)]
+        assert "re-ranking skipped" in caplog.text

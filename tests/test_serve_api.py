@@ -200,6 +200,17 @@ def test_search_expected_first_in_every_mode(client, built, query, expected):
         assert scores == sorted(scores, reverse=True)
 
 
+def test_search_rerank_switch_matches_the_library(client, built):
+    base, db, pics, ids = built
+    with Library(db, create=False) as lib:
+        for flag, value in (("true", True), ("false", False)):
+            data = search(client, q="a red circle on grass", k=6, rerank=flag)
+            want = lib.query("a red circle on grass", k=6, rerank=value)
+            assert data["rerank"] is value
+            assert [(r["id"], round(r["score"], 5)) for r in data["results"]] == [(h.id, round(h.score, 5)) for h in want]
+    assert client.get("/api/search", params={"q": "red", "rerank": "maybe"}).status_code in (400, 422)
+
+
 def test_k_limits_results(client):
     assert search(client, q="a photo", k=2, mode="dense")["count"] == 2
     assert search(client, q="a photo", k=100, mode="dense")["count"] == len(PHOTOS)

@@ -303,7 +303,7 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
 
     @app.get("/api/search")
     def search(q: str | None = None, k: int = Query(DEFAULT_K, ge=1, le=MAX_K), mode: str | None = None,
-               folder: str | None = None, like: str | None = None):
+               folder: str | None = None, like: str | None = None, rerank: bool = True):
         in_folder = clean_folder(lib, folder)
         if like is not None and like.strip():
             try:
@@ -324,9 +324,9 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
                 raise BadRequest(f"unsupported mode {mode[:40]!r}: this library supports {', '.join(modes)}")
             with lock:
                 t0 = time.perf_counter()
-                hits = lib.query(text, k=k, mode=mode, in_folder=in_folder)
+                hits = lib.query(text, k=k, mode=mode, in_folder=in_folder, rerank=rerank)
                 took = (time.perf_counter() - t0) * 1000
-            body = {"query": text, "mode": mode}
+            body = {"query": text, "mode": mode, "rerank": rerank}
         results = [hit_json(h) for h in hits]
         body.update({"folder": in_folder, "k": k, "took_ms": round(took, 1), "count": len(results),
                      "results": results})
