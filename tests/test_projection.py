@@ -49,3 +49,47 @@ def test_contrastive_loss_prefers_matching_pairs():
     good = contrastive_loss(img, txt, owner, torch.tensor(10.0))
     bad = contrastive_loss(img, txt, owner.roll(2), torch.tensor(10.0))
     assert good < bad
+
+
+def test_stochastic_weight_averaging_returns_the_mean_of_the_epoch_weights():
+    """swa_from=k: all epochs run, the model is the mean of the weights after epochs k..end."""
+    rng = np.random.default_rng(0)
+    n, cells, ch = 48, 4, 16
+    owner_feat = rng.normal(size=(n, 1, ch)).astype(np.float32)
+    grid = (owner_feat + 0.1 * rng.normal(size=(n, cells, ch))).astype(np.float32)
+    text = np.repeat(owner_feat[:, :, :8], 2, axis=1) + 0.05 * rng.normal(size=(n, 2, 8)).astype(np.float32)
+    cfg = ProjectionConfig(feat_dim=ch, out_dim=8, hidden=16, attn_queries=1, attn_dim=8, dropout=0.0,
+                           feature_dropout=0.0)
+    snaps = []
+
+    def run(swa_from):
+        import imgsearch.model.projection as P
+
+        seen = []
+        orig = P.recall_at_k
+
+        def spy(*a, **k):                                  # called once per epoch, right after model.eval()
+            seen.append({name: v.clone() for name, v in spy.model.state_dict().items()})
+            return orig(*a, **k)
+
+        orig_init = P.PhotoProjection.__init__
+
+        def init(self, c):
+            orig_init(self, c)
+            spy.model = self
+
+        P.recall_at_k, P.PhotoProjection.__init__ = spy, init
+        try:
+            model, report = P.train_projection(grid, text, grid[:12], text[:12], cfg, epochs=4, batch_size=16,
+                                               lr=1e-2, seed=3, hflip=False, swa_from=swa_from, log=lambda m: None)
+        finally:
+            P.recall_at_k, P.PhotoProjection.__init__ = orig, orig_init
+        return model, report, seen[:4]
+
+    model, report, snaps = run(swa_from=2)
+    assert len(report["history"]) == 5 and report["best"]["epoch"] == "SWA 2-4"
+    for name, v in model.state_dict().items():
+        want = torch.stack([s[name].double() for s in snaps[1:]]).mean(0)
+        assert torch.allclose(v.double(), want, atol=1e-6), name
+    # the averaged weights differ from the last epoch's (the average is not a no-op)
+    assert not torch.allclose(model.state_dict()["mlp.0.weight"], snaps[-1]["mlp.0.weight"])

@@ -95,11 +95,14 @@ def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, owner: np.ndarray, ks=
 def train_projection(grid: np.ndarray, text: np.ndarray, dev_grid: np.ndarray, dev_text: np.ndarray,
                      cfg: ProjectionConfig | None = None, epochs: int = 30, batch_size: int = 256, lr: float = 1e-3,
                      weight_decay: float = 0.05, patience: int = 4, seed: int = 0, hflip: bool = True,
-                     log=print) -> tuple[PhotoProjection, dict]:
+                     swa_from: int | None = None, log=print) -> tuple[PhotoProjection, dict]:
     """Train on (N, 49, C) grids and (N, P, 384) caption embeddings; early-stop on dev mean R@{1,5,10}.
 
     ``hflip`` mirrors the feature grid of a random half of each batch (the grid of a mirrored photo,
     approximately): cheap augmentation against overfitting 6,000 photos.
+    ``swa_from``: stochastic weight averaging (Izmailov et al. 2018) — run all ``epochs`` (no early stop)
+    and return the mean of the weights after epochs swa_from..epochs (1-based), an ensemble's gain at
+    one model's cost.
     """
     torch.manual_seed(seed)
     cfg = cfg or ProjectionConfig(feat_dim=grid.shape[2])
@@ -117,6 +120,7 @@ def train_projection(grid: np.ndarray, text: np.ndarray, dev_grid: np.ndarray, d
     steps = epochs * math.ceil(N / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     best, best_state, bad, history = -1.0, None, 0, []
+    swa_sum, swa_n = None, 0
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(N)
@@ -146,6 +150,13 @@ def train_projection(grid: np.ndarray, text: np.ndarray, dev_grid: np.ndarray, d
         history.append({"epoch": epoch + 1, "loss": total / N, **r, "seconds": time.time() - t0})
         log(f"projection epoch {epoch + 1}: loss {total / N:.3f} dev R@1 {r['R@1']:.3f} R@5 {r['R@5']:.3f} "
             f"R@10 {r['R@10']:.3f} median rank {r['median_rank']:.0f}")
+        if swa_from is not None:
+            if epoch + 1 >= swa_from:
+                state = model.state_dict()
+                swa_sum = ({k: v.detach().clone().double() for k, v in state.items()} if swa_sum is None
+                           else {k: swa_sum[k] + v.detach().double() for k, v in state.items()})
+                swa_n += 1
+            continue
         if score > best:
             best, bad = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -153,6 +164,18 @@ def train_projection(grid: np.ndarray, text: np.ndarray, dev_grid: np.ndarray, d
             bad += 1
             if bad >= patience:
                 break
+    if swa_from is not None:
+        if swa_n == 0:
+            raise ValueError(f"swa_from={swa_from} is past the last epoch ({epochs})")
+        model.load_state_dict({k: (v / swa_n).to(model.state_dict()[k].dtype) for k, v in swa_sum.items()})
+        model.eval()
+        with torch.no_grad():
+            dev_img = F.normalize(model(dev_feats), dim=-1).numpy()
+        r = recall_at_k(dev_img, dev_txt, dev_owner)
+        swa = {"epoch": f"SWA {swa_from}-{epochs}", "loss": None, **r, "seconds": 0.0}
+        log(f"projection SWA of epochs {swa_from}-{epochs}: dev R@1 {r['R@1']:.3f} R@5 {r['R@5']:.3f} "
+            f"R@10 {r['R@10']:.3f} median rank {r['median_rank']:.0f}")
+        return model, {"history": history + [swa], "best": swa}
     model.load_state_dict(best_state)
     model.eval()
     return model, {"history": history, "best": max(history, key=lambda h: h["R@1"] + h["R@5"] + h["R@10"])}

@@ -298,7 +298,8 @@ def train_projection_head(cfg: ProjectionTrainConfig, log=None):
                             feature_dropout=cfg.feature_dropout)
     model, report = train_projection(grid, text, dev_grid, dev_text, pcfg, epochs=cfg.epochs,
                                      batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     patience=cfg.patience, seed=cfg.seed, log=lambda m: log(m, final=True))
+                                     patience=cfg.patience, seed=cfg.seed, swa_from=cfg.swa_from,
+                                     log=lambda m: log(m, final=True))
     torch.save({"config": pcfg.to_dict(), "state": model.state_dict(), "report": report}, out / "projection.pt")
     return model, report
 
