@@ -257,3 +257,22 @@ def test_damaged_cells_never_fail_a_query(tiny_library, tmp_path, caplog):
             hits = lib.query("a red circle", k=12)
         assert [h.id for h in hits] == [h.id for h in lib.query("a red circle", k=12, rerank=False)]
         assert "re-ranking skipped" in caplog.text
+
+
+def test_lstm_captioner_has_no_reranker(tmp_path):
+    """Only the Transformer decoder can score stored cells: an LSTM checkpoint indexes and queries without."""
+    from imgsearch.model.captioner import Captioner
+    from imgsearch.model.decoder import DecoderConfig, build_decoder
+
+    tiny = Captioner.tiny(seed=6)
+    cfg = DecoderConfig(kind="lstm", vocab_size=len(tiny.vocab), d_model=16, hidden=32, dropout=0.0, max_len=8)
+    lstm = Captioner(tiny.encoder, build_decoder(cfg).eval(), tiny.vocab, cfg, version="lstm-test")
+    assert not R.supports(lstm) and R.QueryScorer.for_captioner(lstm, cache_dir=tmp_path) is None
+    photos = tmp_path / "p"
+    make_set(photos, ["red_circle", "sky", "checker"])
+    with Library(tmp_path / "lib.db", captioner=lstm) as lib:
+        lib.index([photos], workers=0, progress=False)
+        with sqlite3.connect(tmp_path / "lib.db") as c:
+            assert c.execute("SELECT count(*) FROM photo_cells").fetchone()[0] == 0
+        assert lib._query_scorer() is None
+        assert [h.id for h in lib.query("a red circle", k=3)] == [h.id for h in lib.query("a red circle", k=3, rerank=False)]
