@@ -220,6 +220,15 @@ def status(
     if st.get("last_run_interrupted"):
         t.add_row("", "[yellow]the latest run was interrupted; run index again to finish it[/]")
     t.add_row("size on disk", _human(st["size_bytes"]))
+    rr = st.get("reranking") or {}
+    if st["photos"]:
+        if rr.get("photos"):
+            left = st["photos"] - rr["photos"]
+            t.add_row("re-ranking", f"{rr['photos']} photos" + (f"; {left} described by another checkpoint "
+                                                                 "(imgsearch index re-describes them)" if left else "")
+                      + ("" if rr.get("scorer_cached") else "; the first query exports the scorer (a few seconds)"))
+        else:
+            t.add_row("re-ranking", "off: no photo is described by the current checkpoint (run imgsearch index)")
     con.print(t)
     if errs:
         e = Table(show_header=True, header_style="bold")

@@ -745,7 +745,21 @@ class Library:
             "revision": store.revision(),
             "schema": current_revision(store.engine),
             "size_bytes": int(size),
+            "reranking": self._reranking_status(versions),
         }
+
+    def _reranking_status(self, versions: dict) -> dict:
+        """Whether hybrid queries can re-rank: photos described by the library's checkpoint (only their stored
+        cells are scored) and its query scorer in the cache (else the first query exports it, loading torch)."""
+        from imgsearch.model.rerank import scorer_path
+        from imgsearch.text.embed import default_cache_dir
+
+        try:
+            version = self._captioner_version()
+        except LibraryError as e:
+            return {"checkpoint": None, "photos": 0, "scorer_cached": False, "note": str(e)}
+        return {"checkpoint": version, "photos": int(versions.get(version, 0)),
+                "scorer_cached": scorer_path(version, default_cache_dir()).is_file()}
 
     def errors(self) -> list[tuple[str, str]]:
         """(path, reason) for every file that could not be indexed, by path."""

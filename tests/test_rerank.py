@@ -166,6 +166,23 @@ def test_index_stores_cells_for_every_photo(tiny_library):
     assert all(v.endswith("+cells") for v in versions)
 
 
+def test_status_reports_reranking(tiny_library):
+    db, ckpt = tiny_library
+    with Library(db, model=ckpt, device="cpu") as lib:
+        rr = lib.status()["reranking"]
+        assert rr["photos"] == 12 and rr["scorer_cached"] and rr["checkpoint"].endswith("+cells")
+    from imgsearch.model.captioner import Captioner
+
+    with Library(db, captioner=Captioner.tiny(seed=9)) as lib:   # another checkpoint: nothing to re-rank
+        assert lib.status()["reranking"]["photos"] == 0
+    from typer.testing import CliRunner
+
+    from imgsearch.cli import app
+
+    r = CliRunner().invoke(app, ["status", "--db", str(db)])
+    assert r.exit_code == 0 and "re-ranking" in r.stdout
+
+
 def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
     db, ckpt = tiny_library
     from imgsearch.library import RERANK
