@@ -228,6 +228,22 @@ def test_more_like_this_mode_and_folder(site, driver):
     assert cards(driver) == []
 
 
+def test_rerank_switch(site, driver):
+    url, pics, ids = site
+    open_page(driver, url, "?q=red+circle")
+    wait(driver, lambda d: first_path(d) == str(pics / "red_circle.jpg"), "query from the URL")
+    box = driver.find_element(By.ID, "rerank")
+    assert box.is_selected() and box.is_enabled() and "not re-ranked" not in driver.find_element(By.ID, "summary").text
+    box.click()
+    wait(driver, lambda d: "not re-ranked" in d.find_element(By.ID, "summary").text, "fused order")
+    assert "rerank=0" in driver.current_url
+    open_page(driver, url, "?q=red+circle&rerank=0")                 # the URL keeps the choice
+    wait(driver, lambda d: "not re-ranked" in d.find_element(By.ID, "summary").text, "from the URL")
+    assert not driver.find_element(By.ID, "rerank").is_selected()
+    Select(driver.find_element(By.ID, "mode")).select_by_value("bm25")
+    wait(driver, lambda d: not d.find_element(By.ID, "rerank").is_enabled(), "disabled outside hybrid")
+
+
 def test_status_panel(site, driver):
     url, pics, ids = site
     open_page(driver, url)

@@ -7,7 +7,7 @@
   const DEBOUNCE_MS = 250;
   const $ = (id) => document.getElementById(id);
   const ui = {
-    form: $("search-form"), q: $("q"), mode: $("mode"), folder: $("folder"), folders: $("folder-list"),
+    form: $("search-form"), q: $("q"), mode: $("mode"), rerank: $("rerank"), folder: $("folder"), folders: $("folder-list"),
     grid: $("grid"), summary: $("summary"), error: $("error"), clearLike: $("clear-like"),
     statusToggle: $("status-toggle"), statusPanel: $("status-panel"),
     viewer: $("viewer"), viewerImg: $("viewer-img"), viewerCaption: $("viewer-caption"),
@@ -65,6 +65,7 @@
     if (state.like !== null) p.set("like", String(state.like));
     else if (ui.q.value.trim()) p.set("q", ui.q.value.trim());
     if (ui.mode.value && ui.mode.value !== (state.info && state.info.default_mode)) p.set("mode", ui.mode.value);
+    if (!ui.rerank.checked) p.set("rerank", "0");
     if (ui.folder.value.trim()) p.set("folder", ui.folder.value.trim());
     return p;
   }
@@ -98,6 +99,7 @@
     else {
       params.set("q", text);
       if (ui.mode.value) params.set("mode", ui.mode.value);
+      if (!ui.rerank.checked) params.set("rerank", "false");
     }
     if (ui.folder.value.trim()) params.set("folder", ui.folder.value.trim());
     if (state.info) params.set("k", String(state.info.k_default));
@@ -128,7 +130,8 @@
       ui.clearLike.hidden = false;
     } else {
       const label = modeLabel(data.mode);
-      ui.summary.textContent = `${plural(data.count, "result")} for “${data.query}” in ${took} (${label})`;
+      const plain = data.rerank === false && data.mode === "hybrid" ? ", not re-ranked" : "";
+      ui.summary.textContent = `${plural(data.count, "result")} for “${data.query}” in ${took} (${label}${plain})`;
       ui.clearLike.hidden = true;
     }
     if (data.folder) ui.summary.textContent += ` in ${data.folder}`;
@@ -259,7 +262,12 @@
   // ------------------------------------------------------------------ wiring
   ui.form.addEventListener("submit", (ev) => { ev.preventDefault(); state.like = null; search(); });
   ui.q.addEventListener("input", () => { state.like = null; schedule(); });
-  ui.mode.addEventListener("change", () => { state.like = null; search(); });
+  ui.mode.addEventListener("change", () => { state.like = null; syncRerank(); search(); });
+  ui.rerank.addEventListener("change", () => { state.like = null; search(); });
+
+  function syncRerank() {   // only hybrid re-ranks: the switch means nothing in the single-signal modes
+    ui.rerank.disabled = ui.mode.value !== "hybrid";
+  }
   ui.folder.addEventListener("input", schedule);
   ui.folder.addEventListener("change", search);
   ui.clearLike.addEventListener("click", () => { state.like = null; search(); ui.q.focus(); });
@@ -280,6 +288,8 @@
     const p = new URLSearchParams(location.search);
     const mode = p.get("mode");
     ui.mode.value = mode && state.info.modes.some((m) => m.id === mode) ? mode : state.info.default_mode;
+    ui.rerank.checked = !["0", "false"].includes(p.get("rerank"));
+    syncRerank();
     if (p.get("q")) ui.q.value = p.get("q");
     if (p.get("folder")) ui.folder.value = p.get("folder");
     if (p.get("like") && /^[0-9]+$/.test(p.get("like"))) state.like = Number(p.get("like"));
