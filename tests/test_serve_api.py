@@ -200,15 +200,31 @@ def test_search_expected_first_in_every_mode(client, built, query, expected):
         assert scores == sorted(scores, reverse=True)
 
 
-def test_search_rerank_switch_matches_the_library(client, built):
-    base, db, pics, ids = built
-    with Library(db, create=False) as lib:
-        for flag, value in (("true", True), ("false", False)):
-            data = search(client, q="a red circle on grass", k=6, rerank=flag)
-            want = lib.query("a red circle on grass", k=6, rerank=value)
-            assert data["rerank"] is value
-            assert [(r["id"], round(r["score"], 5)) for r in data["results"]] == [(h.id, round(h.score, 5)) for h in want]
-    assert client.get("/api/search", params={"q": "red", "rerank": "maybe"}).status_code in (400, 422)
+def test_search_rerank_switch_matches_the_library(tmp_path):
+    """rerank=true/false reaches Library.query: on a library whose checkpoint re-ranks (photos described by it,
+    its scorer exported by the index run) the two differ, and each is what the library answers."""
+    from photos import make_photo
+
+    ckpt = tiny_captioner(0).save(tmp_path / "tiny.pt")
+    pics = tmp_path / "pics"
+    for i, kind in enumerate(["red_circle", "blue_square", "green_triangle", "stripes", "checker", "sky"]):
+        make_photo(pics / f"p{i}.jpg", kind=kind, size=(160, 120))
+    db = tmp_path / "library.db"
+    with Library(db, model=ckpt, device="cpu") as lib:
+        lib.index([pics], **KW)
+        assert lib.status()["reranking"]["photos"] == 6
+        with TestClient(create_app(lib), base_url=BASE) as c:
+            got = {}
+            for flag, value in (("true", True), ("false", False)):
+                r = c.get("/api/search", params={"q": "a red circle on the grass", "k": 6, "rerank": flag})
+                assert r.status_code == 200, r.text
+                data = r.json()
+                want = lib.query("a red circle on the grass", k=6, rerank=value)
+                assert data["rerank"] is value
+                got[value] = [(x["id"], round(x["score"], 5)) for x in data["results"]]
+                assert got[value] == [(h.id, round(h.score, 5)) for h in want]
+            assert got[True] != got[False]
+            assert c.get("/api/search", params={"q": "red", "rerank": "maybe"}).status_code in (400, 422)
 
 
 def test_k_limits_results(client):

@@ -150,7 +150,7 @@ def _scorer_module(decoder):
 def supports(captioner) -> bool:
     """Whether the captioner's decoder can score queries from stored cells (the Transformer can)."""
     dec = getattr(captioner, "decoder", None)
-    return hasattr(dec, "grid") and hasattr(getattr(dec, "grid", None), "proj") and hasattr(dec, "layers")
+    return hasattr(getattr(dec, "grid", None), "proj") and hasattr(dec, "layers")
 
 
 def cells_from_grid(captioner, grid) -> np.ndarray:
