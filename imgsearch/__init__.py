@@ -12,17 +12,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Library", "Hit", "IndexReport", "LibraryError", "Captioner", "__version__"]
+__all__ = ["Library", "Hit", "IndexReport", "ImgsearchError", "LibraryError", "Captioner", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgsearch.indexer.pipeline import IndexReport
-    from imgsearch.library import Hit, Library, LibraryError
+    from imgsearch.errors import ImgsearchError, LibraryError
+    from imgsearch.hits import Hit
+    from imgsearch.library import Library
     from imgsearch.model.captioner import Captioner
 
 _LAZY = {
     "Library": "imgsearch.library",
-    "Hit": "imgsearch.library",
-    "LibraryError": "imgsearch.library",
+    "Hit": "imgsearch.hits",
+    "LibraryError": "imgsearch.errors",
+    "ImgsearchError": "imgsearch.errors",
     "IndexReport": "imgsearch.indexer.pipeline",
     "Captioner": "imgsearch.model.captioner",  # imports torch: only when asked for
 }

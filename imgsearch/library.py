@@ -24,7 +24,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from imgsearch import paths as _paths
-from imgsearch.indexer.pipeline import IndexReport, resolve_root, under_clause
+from imgsearch.hits import Hit
+from imgsearch.indexer.pipeline import IndexReport
+from imgsearch.paths import resolve_root
+from imgsearch.store.queries import under_clause
 
 # Fusion of the ranked lists of a hybrid query. "bm25": FTS/BM25 over captions + keywords +
 # tags; "caption": cosine of the query's MiniLM embedding with each photo's caption vector (3-best
@@ -77,25 +80,7 @@ def fuse_lists(lists: dict[str, list[tuple[int, float]]], weights: dict[str, flo
                 k_rrf=FUSION["k_rrf"])
 
 
-class LibraryError(Exception):
-    """A user-facing error (bad path, unreadable library, another indexer running...). One line."""
-
-
-@dataclass
-class Hit:
-    path: str                 # absolute
-    score: float
-    caption: str
-    keywords: list[str]
-    id: int
-    tags: list[str] = field(default_factory=list)
-    rank: int = 0
-
-    def to_dict(self) -> dict:
-        return {
-            "rank": self.rank, "score": self.score, "path": self.path, "caption": self.caption,
-            "keywords": list(self.keywords), "tags": list(self.tags), "id": self.id,
-        }
+from imgsearch.errors import LibraryError  # noqa: E402  (the first release's name: imgsearch.errors.ImgsearchError)
 
 
 ProgressArg = bool | Callable[[int, int], None] | None

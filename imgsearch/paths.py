@@ -1,4 +1,4 @@
-"""Where a library lives.
+"""Where a library lives, and how photo paths compare to the folders (roots) they were indexed under.
 
 One library is one folder::
 
@@ -76,3 +76,17 @@ def library_files(db: str | os.PathLike) -> list[Path]:
         images_faiss_path(db),
         bm25_cache_path(db),
     ]
+
+
+def resolve_root(root: str | os.PathLike) -> str:
+    """Absolute root as :func:`imgsearch.indexer.scan.scan` reports paths under it."""
+    p = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if os.path.isdir(p):
+        return os.path.realpath(p)
+    return os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+
+
+def is_under(path: str, root: str) -> bool:
+    """``path`` is ``root`` or lies below it (string comparison on resolved paths)."""
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)

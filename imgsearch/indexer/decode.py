@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
+from imgsearch.errors import DecodeError
+
 if TYPE_CHECKING:  # torch is only needed by to_model_input
     import torch
 
@@ -86,18 +88,6 @@ _TRANSPOSE = {
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 
-
-class DecodeError(Exception):
-    """A photo could not be decoded.  ``str(e)`` / ``e.reason`` is a short human reason;
-    ``e.detail`` holds the underlying library message, when there is one."""
-
-    def __init__(self, reason: str, detail: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self):  # picklable across DataLoader worker processes
-        return (type(self), (self.reason, self.detail))
 
 
 @dataclass

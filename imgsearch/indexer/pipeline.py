@@ -41,7 +41,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from sqlalchemy import delete, literal_column, or_, select, update
 
+from imgsearch.paths import is_under, resolve_root
 from imgsearch.store.db import Store, bump_revision
+from imgsearch.store.queries import under_clause
 from imgsearch.store.models import Caption, IndexRun, Photo, PhotoCells, Tag, pack_vector
 
 ProgressFn = Callable[[int, int], None]
@@ -71,28 +73,6 @@ class IndexReport:
             "errors": [{"path": p, "reason": r} for p, r in self.errors],
             "seconds": round(self.seconds, 3),
         }
-
-
-# --------------------------------------------------------------------------- path helpers
-
-def resolve_root(root: str | os.PathLike) -> str:
-    """Absolute root as :func:`imgsearch.indexer.scan.scan` reports paths under it."""
-    p = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    if os.path.isdir(p):
-        return os.path.realpath(p)
-    return os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
-
-
-def under_clause(column, root: str):
-    """SQL: ``column`` is ``root`` or lies below it (a range on the index, no LIKE escaping)."""
-    prefix = root if root.endswith(os.sep) else root + os.sep
-    upper = prefix[:-1] + chr(ord(os.sep) + 1)
-    return or_(column == (root.rstrip(os.sep) or os.sep), (column >= prefix) & (column < upper))
-
-
-def is_under(path: str, root: str) -> bool:
-    root = root.rstrip(os.sep) or os.sep
-    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
 
 
 # --------------------------------------------------------------------------- decoding (workers)

@@ -38,6 +38,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
+from imgsearch.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -53,11 +55,11 @@ SKIP_DIR_NAMES: frozenset[str] = frozenset(
 OnError = Callable[[str, str], None]
 
 
-class RootNotFoundError(FileNotFoundError):
+class RootNotFoundError(UserError, FileNotFoundError):
     """A folder (or file) given to :func:`scan` does not exist."""
 
     def __init__(self, path: str):
-        super().__init__(errno.ENOENT, "photo folder or file not found", path)
+        FileNotFoundError.__init__(self, errno.ENOENT, "photo folder or file not found", path)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import os
 import sqlite3
 from typing import Any, Iterable, Sequence
 
-from imgsearch.atomic import atomic_open
+from imgsearch.files import atomic_open
 from imgsearch.text.normalize import search_terms
 
 __all__ = [

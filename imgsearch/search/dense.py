@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from imgsearch.atomic import atomic_open
+from imgsearch.files import atomic_open
 
 __all__ = ["VectorIndex", "INDEX_TYPES", "FORMAT"]
 

@@ -111,7 +111,7 @@ def clean_folder(lib, folder: str | None) -> str | None:
     expanded = os.path.expanduser(folder)
     if not os.path.isabs(expanded):
         raise BadRequest(f"folder must be an absolute path, not {folder!r}")
-    from imgsearch.indexer.pipeline import resolve_root
+    from imgsearch.paths import resolve_root
 
     try:
         root = resolve_root(expanded)

@@ -91,7 +91,7 @@ def count_under(lib, folder: str) -> int:
     """Indexed photos at or below the absolute ``folder``."""
     from sqlalchemy import func, select
 
-    from imgsearch.indexer.pipeline import under_clause
+    from imgsearch.store.queries import under_clause
     from imgsearch.store.models import Photo
 
     with lib.store.session() as s:

@@ -23,15 +23,13 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from imgsearch.errors import StoreError
+
 from .models import Meta
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 REVISION_KEY = "revision"
-
-
-class StoreError(Exception):
-    """The library file cannot be used (not a database, not a library, too new, unwritable...)."""
 
 
 def make_engine(path: str | os.PathLike) -> Engine:

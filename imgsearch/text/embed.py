@@ -412,7 +412,7 @@ def default_cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    from imgsearch.atomic import atomic_open
+    from imgsearch.files import atomic_open
 
     with atomic_open(path) as f:
         f.write(data)
