@@ -5,7 +5,7 @@ Every engine ranks the same documents, normalised once with imgsearch.text.norma
 (so tokenisation, stopwords and stemming are identical), with the same BM25 variant:
 k1=1.2, b=0.75 (FTS5's compiled-in constants), idf = ln((N - n + 0.5) / (n + 0.5)).
   * fts5       imgsearch.search.bm25 (the runtime path): FTS5 table over the space-joined terms.
-  * fts5_cache imgsearch.search.bm25.BM25Cache built from that table (precomputed FTS5 scores, NumPy).
+  * fts5_cache imgsearch.search.bm25_cache.BM25Cache built from that table (precomputed FTS5 scores, NumPy).
   * bm25s      bm25s.BM25(method="robertson") (negative idf clipped to 0 instead of FTS5's 1e-6).
   * rank_bm25  rank_bm25.BM25Okapi with FTS5's idf (<= 0 -> 1e-6): the reference scorer.
 Query latency includes normalising the query text. Top-10 agreement is measured against rank_bm25
@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imgsearch.search import bm25 as fts  # noqa: E402
+from imgsearch.search.bm25_cache import BM25Cache  # noqa: E402
 from imgsearch.text.normalize import STOPWORDS, keywords, search_terms, stem, tokenize  # noqa: E402
 
 FLICKR = Path(os.environ.get("FLICKR8K", "/work/shared/data/flickr8k"))
@@ -183,7 +184,7 @@ class FTS5Engine:
 
 
 class FTS5CacheEngine:
-    """bm25.BM25Cache built from the fts5 engine's table: FTS5 scores, precomputed (the accelerator)."""
+    """BM25Cache built from the fts5 engine's table: FTS5 scores, precomputed (the accelerator)."""
 
     name = "fts5_cache"
 
@@ -192,10 +193,10 @@ class FTS5CacheEngine:
         self.path = workdir / "bench.bm25"
 
     def build(self, ids, docs_terms):
-        fts.BM25Cache.build(self.fts5.conn, revision=1).save(self.path)
+        BM25Cache.build(self.fts5.conn, revision=1).save(self.path)
 
     def reload(self):
-        self.cache = fts.BM25Cache.load(self.path)
+        self.cache = BM25Cache.load(self.path)
 
     def size(self):
         return dir_size(self.path)

@@ -14,7 +14,7 @@ Then, each in a fresh child process (so CPU time and peak RSS are per configurat
             first (load time reported separately). Instrumented by wrapping, in that same run,
             Captioner.encode / captions_from_grid / embed_images, tags_from_logits,
             TextEmbedder.embed, Store.write (the batch write transactions: photos, captions,
-            tags, FTS5), Library._update_vectors (FAISS) and the DataLoader iterator (time the main
+            tags, FTS5), search.caches.VectorCache.update (FAISS) and the DataLoader iterator (time the main
             process waits for decoded batches). Repeated for a few worker/batch/thread settings.
   stages    Each stage alone, sequentially, on the same photos in one process: decode_one (stat +
             SHA-256 + open_photo draft decode + EXIF + to_model_input), encoder, beam search,
@@ -304,7 +304,9 @@ def job_pipeline(job: dict) -> dict:
     """Library.index over the folder, instrumented (stage wall times inside the same run)."""
 
     from imgsearch import library as L
-    from imgsearch.indexer import pipeline as P
+    from imgsearch.models import Models
+    from imgsearch.search import caches
+    from imgsearch.indexer import runner as R
     from imgsearch.model import captioner as C
     from imgsearch.model import tags as T
     from imgsearch.store import db as D
@@ -331,7 +333,7 @@ def job_pipeline(job: dict) -> dict:
     wrap(C.Captioner, "embed_images", "photo_embedding")
     wrap(C.Captioner, "describe", "describe_total")
     wrap(E.TextEmbedder, "embed", "minilm")
-    wrap(L.Library, "_update_vectors", "faiss_update")
+    wrap(caches.VectorCache, "update", "faiss_update")
     orig_tags = C.__dict__.get("tags_from_logits")
     orig_tags_mod = T.tags_from_logits
 
@@ -360,7 +362,7 @@ def job_pipeline(job: dict) -> dict:
             calls["store_write"] = calls.get("store_write", 0) + 1
     D.Store.write = write_timed
 
-    orig_batches = P.batches
+    orig_batches = R.batches
     stamps: list[tuple[float, int]] = []
 
     def batches_timed(*a, **kw):
@@ -374,13 +376,12 @@ def job_pipeline(job: dict) -> dict:
                 return
             acc["wait_decode"] = acc.get("wait_decode", 0.0) + time.perf_counter() - t
             yield b
-    P.batches = batches_timed
+    R.batches = batches_timed  # the name the runner calls
 
     workdir = Path(tempfile.mkdtemp(prefix="idxbench_"))
     try:
         db = workdir / "library.db"
-        lib = L.Library(db, device="cpu", captioner=cap)
-        lib._embedder = emb
+        lib = L.Library(db, models=Models(device="cpu", captioner=cap, embedder=emb))
         ru0 = rusage()
         t0 = time.perf_counter()
         c0 = time.process_time()
@@ -422,7 +423,7 @@ def job_stages(job: dict) -> dict:
     from PIL import Image, ImageOps
 
     from imgsearch.indexer import decode as dec
-    from imgsearch.indexer.pipeline import decode_one
+    from imgsearch.indexer.loader import decode_one
     from imgsearch.model.preprocess import fit_square, to_tensor
     from imgsearch.model.tags import tags_from_logits
     from imgsearch.text.normalize import keywords

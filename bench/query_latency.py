@@ -300,12 +300,12 @@ def db_sizes(db: Path) -> dict:
 # ============================================================== measurements
 
 class Breakdown:
-    """Wraps a Library's internals to time each component of a query."""
+    """Wraps the public steps of a Library's query engine to time each component of a query."""
 
     KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "fuse", "rerank", "rows")
 
     def __init__(self, lib):
-        import imgsearch.library as L
+        import imgsearch.search.engine as E
 
         self.cur: dict[str, float] = {}
         self.lib = lib
@@ -322,13 +322,13 @@ class Breakdown:
                     self.cur[k] = self.cur.get(k, 0.0) + time.perf_counter() - t
             setattr(obj, name, timed)
 
-        wrap(lib, "_bm25_search", lambda a: "bm25")
-        wrap(lib, "_dense_search", lambda a: "faiss_" + a[0])
-        wrap(lib, "_hits", lambda a: "rows")
-        wrap(lib, "_rerank", lambda a: "rerank")
+        wrap(lib.engine, "bm25_search", lambda a: "bm25")
+        wrap(lib.engine, "dense_search", lambda a: "faiss_" + a[0])
+        wrap(lib.engine, "hits", lambda a: "rows")
+        wrap(lib.engine, "rerank", lambda a: "rerank")
         emb = lib.embedder()
         wrap(emb, "embed", lambda a: "embed")
-        wrap(L, "fuse_lists", lambda a: "fuse")
+        wrap(E, "fuse_lists", lambda a: "fuse")
 
     def reset(self):
         self.cur = {}
@@ -359,7 +359,9 @@ def exact_top(lib, kind: str, qvecs: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k photo ids of each query by brute force over the embeddings stored in SQLite."""
     best_s = np.full((len(qvecs), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(qvecs), k), -1, dtype=np.int64)
-    for ids, vecs in lib._iter_vectors(kind, chunk=65536):
+    from imgsearch.store.vectors import iter_vectors
+
+    for ids, vecs in iter_vectors(lib.store, kind, chunk=65536):
         sc = qvecs @ vecs.T                                            # (Q, chunk)
         all_s = np.concatenate([best_s, sc], 1)
         all_i = np.concatenate([best_i, np.broadcast_to(ids, sc.shape)], 1)
@@ -404,12 +406,12 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
         res["faiss_build_s"] = {}
         for kind in ("caption", "image"):
             t = time.perf_counter()
-            vi = lib._vector_index(kind)
+            vi = lib.caches.vector_index(kind)
             res["faiss_build_s"][kind] = time.perf_counter() - t
             res.setdefault("index_type", {})[kind] = vi.index_type
             res.setdefault("ivf_nlist", {})[kind] = vi.nlist if vi.index_type == "ivfsq8" else None
         t = time.perf_counter()
-        lib._update_bm25_cache()
+        lib.caches.bm25.update()
         res["bm25_cache_build_s"] = time.perf_counter() - t
         files = {"faiss_captions": P.captions_faiss_path(db), "faiss_images": P.images_faiss_path(db),
                  "bm25_cache": P.bm25_cache_path(db)}
@@ -426,7 +428,7 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
         # ---- recall of the vector indexes against exact search (brute force over the stored vectors)
         res["recall"] = {}
         for kind in ("caption", "image"):
-            vi = lib._vector_index(kind)
+            vi = lib.caches.vector_index(kind)
             ref_I = exact_top(lib, kind, qvecs, 10)
             out = {}
             probes = [vi.nprobe] if vi.index_type != "ivfsq8" else sorted({32, 64, 128, 256, vi.nprobe})
@@ -512,7 +514,7 @@ def prepare_reranking(n_bank: int, seed: int) -> tuple[str, list[bytes]]:
 
     from imgsearch.model.rerank import QueryScorer, pack_cells, scorer_path
     from imgsearch.model.versions import checkpoint_version
-    from imgsearch.text.embed import default_cache_dir
+    from imgsearch.files import cache_dir
 
     version = checkpoint_version()
     if QueryScorer.load(version) is None:
@@ -522,7 +524,7 @@ def prepare_reranking(n_bank: int, seed: int) -> tuple[str, list[bytes]]:
     scorer = QueryScorer.load(version)
     if scorer is None:
         raise SystemExit("could not prepare the query scorer of the shipped checkpoint")
-    d_model = int(json.loads(Path(f"{scorer_path(version, default_cache_dir())}.json").read_text())["d_model"])
+    d_model = int(json.loads(Path(f"{scorer_path(version, cache_dir())}.json").read_text())["d_model"])
     rng = np.random.default_rng(seed + 7)
     bank = pack_cells(rng.normal(0, 1.5, (n_bank, 49, d_model)).astype(np.float32))
     print(f"re-ranking: {n_bank} random cell grids of 49 x {d_model} ({len(bank[0])} bytes each), photos recorded "

@@ -138,6 +138,7 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
     from imgsearch.library import RERANK, Library
     from imgsearch.model.rerank import rerank as rerank_rule
     from imgsearch.model.rerank import unpack_cells
+    from imgsearch.store.queries import cells as stored_cells
     from imgsearch.retrieval import recall_from_ranks
 
     Q, D = len(queries), args.rerank_max_depth
@@ -149,10 +150,10 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
     else:
         t0 = time.time()
         with Library(args.library) as lib:
-            scorer = lib._query_scorer()
+            scorer = lib.engine.scorer()
             if scorer is None:
                 raise SystemExit("this library has no re-ranking scorer (index it with a Transformer checkpoint)")
-            blobs = lib._cells(ids.tolist(), scorer.version)
+            blobs = stored_cells(lib.store, ids.tolist(), scorer.version)
             cells = unpack_cells([blobs[int(i)] for i in ids])                  # (N, 49, D) in column order
             ll = np.full((Q, D), np.nan, dtype=np.float32)
             for qi, (q, _) in enumerate(queries):

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 __all__ = ["Library", "Hit", "IndexReport", "ImgsearchError", "LibraryError", "Captioner", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from imgsearch.indexer.pipeline import IndexReport
+    from imgsearch.indexer.report import IndexReport
     from imgsearch.errors import ImgsearchError, LibraryError
     from imgsearch.hits import Hit
     from imgsearch.library import Library
@@ -26,7 +26,7 @@ _LAZY = {
     "Hit": "imgsearch.hits",
     "LibraryError": "imgsearch.errors",
     "ImgsearchError": "imgsearch.errors",
-    "IndexReport": "imgsearch.indexer.pipeline",
+    "IndexReport": "imgsearch.indexer.report",
     "Captioner": "imgsearch.model.captioner",  # imports torch: only when asked for
 }
 

@@ -23,7 +23,7 @@ def caption_files(paths: Iterable[str | os.PathLike], captioner=None, beam: int 
                   batch_size: int = 32, workers: int | None = None, device: str = "auto",
                   on_error=None) -> list[CaptionResult]:
     """Caption every photo under ``paths`` (files or folders). A bad file gets ``error`` set; the rest go on."""
-    from imgsearch.indexer.pipeline import batches, default_workers
+    from imgsearch.indexer.loader import batches, default_workers
     from imgsearch.indexer.scan import scan
     from imgsearch.model.captioner import Captioner
 

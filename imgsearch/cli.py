@@ -1,22 +1,30 @@
-"""Command line: ``imgsearch index | query | status`` (thin wrappers over :class:`imgsearch.Library`).
+"""Command line: ``imgsearch index | query | status | serve`` (thin wrappers over :class:`imgsearch.Library`),
+and ``caption | train | evaluate | evaluate-retrieval`` for the model.
 
 ``query`` prints a table on a terminal and tab-separated ``rank score path caption`` lines
 when piped (``imgsearch query dog | cut -f3 | xargs feh``); ``--json`` for everything else.
 
-Exit codes: 0 ok; 1 a user error (missing folder, unreadable library, ...), reported as one
-line on stderr without a traceback; 130 interrupted (Ctrl-C; finished batches are kept).
-Machine-readable output (``--json``) goes to stdout with plain ``print``; progress bars,
-tables and messages meant for people go through rich.
+Exit codes: 0 ok; 1 an error imgsearch reports on purpose (:class:`imgsearch.errors.ImgsearchError`:
+missing folder, unreadable library, bad --device, a model that cannot be loaded...), as one line on
+stderr without a traceback (:func:`user_errors`, the one place that maps them); 130 interrupted
+(Ctrl-C; finished batches are kept). Machine-readable output (``--json``) goes to stdout with plain
+``print``; the progress bar (:func:`progress_bar`), tables (``cli_output.py``) and messages meant for
+people go through rich.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional
+from typing import Annotated, Callable, Iterator, List, Optional
 
 import typer
+
+from imgsearch import cli_output
+from imgsearch.devices import DEVICE_HELP
+from imgsearch.errors import ImgsearchError, UserError
 
 app = typer.Typer(
     name="imgsearch",
@@ -41,16 +49,15 @@ def _fail(message: str, code: int = 1):
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn known user errors into one line on stderr and exit code 1 (no traceback)."""
+    """The one place errors reach the user: an :class:`ImgsearchError` becomes one line on stderr and
+    its ``exit_code`` (no traceback); Ctrl-C exits 130; an OSError naming a file, one line and 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from imgsearch.library import LibraryError
-
         try:
             return fn(*args, **kwargs)
-        except LibraryError as e:
-            _fail(str(e))
+        except ImgsearchError as e:
+            _fail(str(e) or type(e).__name__, e.exit_code)
         except KeyboardInterrupt:
             typer.echo("imgsearch: interrupted (finished batches are saved; run the same command to resume)",
                        err=True)
@@ -71,10 +78,51 @@ def _open(db: Optional[Path], *, create: bool, **kw):
     return Library(db, create=create, **kw)
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
+def _device(text: str) -> str:
+    """``--device`` checked before any work: UserError for a bad spelling; ModelError when it names a GPU
+    this machine does not have (torch is imported only when a GPU is asked for)."""
+    from imgsearch.devices import parse_device, resolve_device
 
-    return Console(stderr=stderr, soft_wrap=False)
+    device = parse_device(text)
+    if device.startswith("cuda"):
+        resolve_device(device)
+    return device
+
+
+@contextlib.contextmanager
+def progress_bar(label: str = "indexing") -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A rich bar on stderr (photos done / total, img/s, ETA) for ``Library.index(progress=...)``: yields
+    its ``(done, total)`` callback, or None when stderr is not a terminal (nothing is drawn)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} img/s" if speed else "– img/s", style="progress.data.speed")
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            if total == 0:
+                return
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 # ---------------------------------------------------------------------------- index
@@ -85,7 +133,7 @@ def index(
     paths: Annotated[List[Path], typer.Argument(help="Folders (or single photos) to index, recursively.",
                                                 show_default=False)],
     db: DbOpt = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto = cuda when available).")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per batch (and per transaction).")] = 32,
     workers: Annotated[Optional[int], typer.Option(
         min=0, help="Decoding processes (default: min(4, CPUs)); 0 = decode in this process.",
@@ -102,38 +150,17 @@ def index(
     json_out: JsonOpt = False,
 ):
     """Index photos: caption new and changed files, follow moves, drop deleted ones."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        _fail(f"--device must be auto, cpu or cuda, not {device!r}")
-    with _open(db, create=True, device=device, model=model) as lib:
-        report = lib.index(paths, batch_size=batch_size, workers=workers, beam=beam,
-                           progress=not (quiet or json_out), retry_failed=retry_failed, prune_empty=prune_empty)
+    device = _device(device)
+    bar = contextlib.nullcontext() if quiet or json_out else progress_bar()
+    with _open(db, create=True, device=device, model=model) as lib, bar as progress:
+        report = lib.index(paths, batch_size=batch_size, workers=workers, beam=beam, progress=progress,
+                           retry_failed=retry_failed, prune_empty=prune_empty)
     if json_out:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
     if quiet:
         return
-    _print_report(report)
-
-
-def _print_report(report) -> None:
-    from rich.table import Table
-
-    con = _console()
-    t = Table(title=f"indexed in {report.seconds:.1f} s", show_header=True, header_style="bold")
-    for col in ("added", "updated", "moved", "removed", "failed", "unchanged"):
-        t.add_column(col, justify="right")
-    t.add_row(*(str(v) for v in (report.added, report.updated, report.moved, report.removed, report.failed,
-                                 report.skipped_unchanged)))
-    con.print(t)
-    if report.errors:
-        e = Table(title="could not index", show_header=True, header_style="bold")
-        e.add_column("file", overflow="fold")
-        e.add_column("reason", overflow="fold")
-        for path, reason in report.errors[:50]:
-            e.add_row(path, reason)
-        con.print(e)
-        if len(report.errors) > 50:
-            con.print(f"... and {len(report.errors) - 50} more (imgsearch status --errors)")
+    cli_output.print_report(report)
 
 
 # ---------------------------------------------------------------------------- query
@@ -143,12 +170,12 @@ def _print_report(report) -> None:
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
-    mode: Annotated[str, typer.Option(help="hybrid (all signals) | bm25 (words) | dense (caption embeddings) | "
-                                           "image (photo embeddings).")] = "hybrid",
+    mode: Annotated[str, typer.Option(help="hybrid (all signals) | bm25 (words) | dense (the query against "
+                                           "caption embeddings) | image (against photo embeddings).")] = "hybrid",
     like: Annotated[Optional[Path], typer.Option("--like", help="Find photos similar to this photo (indexed or not) "
                                                                 "instead of matching TEXT.", show_default=False)] = None,
-    in_folder: Annotated[Optional[Path], typer.Option("--in", help="Only photos under this folder.",
-                                                      show_default=False)] = None,
+    folder: Annotated[Optional[Path], typer.Option("--in", help="Only photos under this folder.",
+                                                   show_default=False)] = None,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank",
                                          help="hybrid: re-rank the best candidates by how likely the captioner "
                                               "is to write TEXT for each photo.")] = True,
@@ -157,9 +184,9 @@ def query(
 ):
     """Search the library with free text (or --like PHOTO)."""
     if (text is None) == (like is None):
-        _fail("give either TEXT or --like PHOTO")
+        raise UserError("give either TEXT or --like PHOTO")
     with _open(db, create=False) as lib:
-        hits = lib.query(text, k=k, mode=mode, in_folder=in_folder, like=like, rerank=rerank)
+        hits = lib.query(text, k=k, mode=mode, in_folder=folder, like=like, rerank=rerank)
     if json_out:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return
@@ -170,16 +197,7 @@ def query(
         for h in hits:
             print(f"{h.rank}\t{h.score:.4f}\t{h.path}\t{h.caption}")
         return
-    from rich.table import Table
-
-    t = Table(show_header=True, header_style="bold", box=None)
-    t.add_column("#", justify="right")
-    t.add_column("score", justify="right")
-    t.add_column("path", overflow="fold")
-    t.add_column("caption", overflow="fold")
-    for h in hits:
-        t.add_row(str(h.rank), f"{h.score:.3f}", h.path, h.caption)
-    _console().print(t)
+    cli_output.print_hits(hits)
 
 
 # ---------------------------------------------------------------------------- status
@@ -200,52 +218,7 @@ def status(
             st = dict(st, errors=[{"path": p, "reason": r} for p, r in errs])
         print(json.dumps(st, ensure_ascii=False))
         return
-    from rich.table import Table
-
-    con = _console()
-    t = Table(show_header=False, box=None)
-    t.add_column(style="bold")
-    t.add_column(overflow="fold")
-    t.add_row("library", st["db_path"])
-    t.add_row("photos", str(st["photos"]))
-    t.add_row("failed", str(st["failed"]) + ("" if errors or not st["failed"] else "  (imgsearch status --errors)"))
-    versions = st["model_versions"]
-    t.add_row("model", ", ".join(f"{v} ({n})" for v, n in versions.items()) if versions else "–")
-    last = st["last_index"]
-    if last:
-        t.add_row("last index", f"{last['finished_at']} ({last['seconds']:.1f} s: +{last['added']} "
-                                f"~{last['updated']} >{last['moved']} -{last['removed']} !{last['failed']})")
-    else:
-        t.add_row("last index", "never")
-    if st.get("last_run_interrupted"):
-        t.add_row("", "[yellow]the latest run was interrupted; run index again to finish it[/]")
-    t.add_row("size on disk", _human(st["size_bytes"]))
-    rr = st.get("reranking") or {}
-    if st["photos"]:
-        if rr.get("photos"):
-            left = st["photos"] - rr["photos"]
-            t.add_row("re-ranking", f"{rr['photos']} photos" + (f"; {left} described by another checkpoint "
-                                                                 "(imgsearch index re-describes them)" if left else "")
-                      + ("" if rr.get("scorer_cached") else "; the first query exports the scorer (a few seconds)"))
-        else:
-            t.add_row("re-ranking", "off: no photo is described by the current checkpoint (run imgsearch index)")
-    con.print(t)
-    if errs:
-        e = Table(show_header=True, header_style="bold")
-        e.add_column("file", overflow="fold")
-        e.add_column("reason", overflow="fold")
-        for p, r in errs:
-            e.add_row(p, r)
-        con.print(e)
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+    cli_output.print_status(st, errs, errors_asked=errors)
 
 
 # ---------------------------------------------------------------------------- model commands
@@ -289,7 +262,7 @@ def train(
     max_len: Annotated[int, typer.Option(help="Maximum caption length in words.")] = _T.max_len,
     min_count: Annotated[int, typer.Option(help="Minimum word count for the vocabulary.")] = _T.min_count,
     seed: Annotated[int, typer.Option(help="Random seed.")] = _T.seed,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (mixed precision on cuda).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (mixed precision on cuda).")] = "auto",
     scst_epochs: Annotated[int, typer.Option(help="CIDEr-D fine-tuning epochs after cross-entropy "
                                                   "(self-critical, beam candidates; needs --dev-captions).")] = _T.scst_epochs,
     scst_lr: Annotated[float, typer.Option(help="Learning rate of the CIDEr-D fine-tuning.")] = _T.scst_lr,
@@ -304,7 +277,8 @@ def train(
     from imgsearch.model.train import train_projection_head
 
     if part not in ("captioner", "projection", "all"):
-        _fail("--part must be captioner, projection or all")
+        raise UserError("--part must be captioner, projection or all")
+    device = _device(device)
     common = dict(captions=str(captions), images=str(images), dev_captions=str(dev_captions) if dev_captions else None,
                   dev_images=str(dev_images) if dev_images else None, out=str(out), cache=str(cache) if cache else None)
     result: dict = {}
@@ -329,7 +303,7 @@ def caption(
     beam: Annotated[int, typer.Option(min=1, help="Beam size.")] = 3,
     n_best: Annotated[int, typer.Option(min=1, help="Captions to keep per photo.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per model batch.")] = 32,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     model: Annotated[Optional[Path], typer.Option(help="Captioner checkpoint [default: the shipped one].",
                                                   exists=True, dir_okay=False)] = None,
     json_out: JsonOpt = False,
@@ -340,22 +314,13 @@ def caption(
 
     for p in paths:
         if not p.exists():
-            _fail(f"no such file or folder: {p}")
-    cap = Captioner.load(model, device=device)
+            raise UserError(f"no such file or folder: {p}")
+    cap = Captioner.load(model, device=_device(device))
     results = caption_files(paths, captioner=cap, beam=beam, n_best=n_best, batch_size=batch_size)
     if json_out:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
         return
-    from rich.table import Table
-
-    t = Table(show_header=True, header_style="bold", box=None)
-    t.add_column("path", overflow="fold")
-    t.add_column("caption", overflow="fold")
-    t.add_column("tags", overflow="fold")
-    for r in results:
-        t.add_row(r.path, r.caption if not r.error else f"[red]error: {r.error}[/]",
-                  ", ".join(x["tag"] for x in r.tags))
-    _console().print(t)
+    cli_output.print_captions(results)
 
 
 @app.command()
@@ -368,7 +333,7 @@ def evaluate(
     beam: Annotated[int, typer.Option(min=1, help="Beam size.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     model: Annotated[Optional[Path], typer.Option(help="Captioner checkpoint [default: the shipped one].",
                                                   exists=True, dir_okay=False)] = None,
     json_out: JsonOpt = False,
@@ -377,7 +342,7 @@ def evaluate(
     from imgsearch.model.captioner import Captioner
     from imgsearch.model.evaluate import evaluate_captions
 
-    res = evaluate_captions(captions, images, Captioner.load(model, device=device), beam=beam,
+    res = evaluate_captions(captions, images, Captioner.load(model, device=_device(device)), beam=beam,
                             batch_size=batch_size, limit=limit)
     if json_out:
         print(json.dumps(res, ensure_ascii=False))
@@ -397,27 +362,22 @@ def evaluate_retrieval(
     mode: Annotated[Optional[List[str]], typer.Option(help="Search modes to score (repeat) [default: all].")] = None,
     library: Annotated[Optional[Path], typer.Option(help="Keep the evaluation library here [default: temporary].")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     json_out: JsonOpt = False,
 ):
     """Text→image Recall@1/5/10 and median rank of the library's search, per mode."""
     from imgsearch.library import MODES
     from imgsearch.retrieval import evaluate_retrieval as run
 
-    res = run(captions, images, modes=tuple(mode or MODES), library=library, limit=limit, device=device,
-              progress=not json_out)
+    device = _device(device)
+    bar = contextlib.nullcontext() if json_out else progress_bar()
+    with bar as progress:
+        res = run(captions, images, modes=tuple(mode or MODES), library=library, limit=limit, device=device,
+                  progress=progress)
     if json_out:
         print(json.dumps(res, ensure_ascii=False))
         return
-    from rich.table import Table
-
-    t = Table(show_header=True, header_style="bold", box=None,
-              title=f"{res['images']} photos, {next(iter(res['modes'].values()))['queries']} caption queries")
-    for c in ("mode", "R@1", "R@5", "R@10", "median rank"):
-        t.add_column(c, justify="right")
-    for m, r in res["modes"].items():
-        t.add_row(m, f"{r['R@1']:.3f}", f"{r['R@5']:.3f}", f"{r['R@10']:.3f}", f"{r['median_rank']:.0f}")
-    _console().print(t)
+    cli_output.print_retrieval(res)
 
 
 # ---------------------------------------------------------------------------- serve

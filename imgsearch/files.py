@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -24,20 +23,23 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in ``chunk``-sized pieces."""
+    """Hex SHA-256 of a file's bytes, streamed through one reused ``chunk``-sized buffer (hashlib releases
+    the GIL)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit it is fsynced and renamed over ``path``."""
+def atomic_open(path: str | os.PathLike, mode: str = "wb", *, durable: bool = True) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit it is fsynced (``durable``) and renamed over
+    ``path``. ``durable=False`` skips the fsync: for files cheap to make again (thumbnails)."""
+    import tempfile   # not at import time: an embedder-only process never writes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -45,7 +47,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -53,7 +56,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically (text is written as UTF-8)."""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", durable=durable) as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)

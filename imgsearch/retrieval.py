@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -24,8 +25,9 @@ def recall_from_ranks(ranks: list[int], ks=(1, 5, 10)) -> dict:
 def evaluate_retrieval(captions: str | Path, images: str | Path, modes=("bm25", "dense", "hybrid"),
                        library: str | Path | None = None, captioner=None, limit: int | None = None,
                        queries_per_image: int | None = None, batch_size: int = 32, device: str = "auto",
-                       progress=False) -> dict:
+                       progress: Callable[[int, int], None] | None = None) -> dict:
     """Index ``images`` (into ``library`` or a temporary one) and score every reference caption as a query.
+    ``progress``: called with (photos done, total) while indexing (the CLI passes its progress bar's).
 
     Returns {"images": N, "queries": M, "modes": {mode: {"R@1", "R@5", "R@10", "median_rank"}}, "index_seconds"}.
     A caption whose photo is not in the top N (every photo) counts as rank N + 1.
@@ -40,7 +42,7 @@ def evaluate_retrieval(captions: str | Path, images: str | Path, modes=("bm25", 
         db = Path(library) if library else Path(tmp) / "library.db"
         with Library(db, device=device, captioner=captioner) as lib:
             t0 = time.time()
-            report = lib.index(paths, batch_size=batch_size, progress=progress)
+            report = lib.index(paths, batch_size=batch_size, progress=progress or None)
             index_seconds = time.time() - t0
             n = len(paths)
             results = {}

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from photos import make_photo
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository root
 SIZE = (320, 240)
+KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "gradient", "sky", "marker"]
 
 
 @functools.lru_cache(maxsize=None)

@@ -80,19 +80,19 @@ def test_decoder_crash_is_isolated(tmp_path, cap, monkeypatch):
     """A decoder that segfaults in a worker costs that one file, not the run."""
     import signal
 
-    from imgsearch.indexer import pipeline
+    from imgsearch.indexer import loader
 
     folder = tmp_path / "pics"
     good = make_set(folder, ["red_circle", "sky", "checker", "stripes"], "good")
     crash = make_set(folder, ["blue_square"], "crash")[0]
-    real = pipeline.decode_one
+    real = loader.decode_one
 
     def flaky(path, *a, **kw):
         if os.path.basename(path).startswith("crash"):
             os.kill(os.getpid(), signal.SIGSEGV)
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(pipeline, "decode_one", flaky)  # workers are forked: they see the patch
+    monkeypatch.setattr(loader, "decode_one", flaky)  # workers are forked: they see the patch
     with Library(tmp_path / "library.db", captioner=cap) as lib:
         r = lib.index([folder], batch_size=2, workers=2, progress=False)
         assert r.added == len(good) and r.failed == 1
@@ -101,12 +101,12 @@ def test_decoder_crash_is_isolated(tmp_path, cap, monkeypatch):
 
 
 def test_hung_decoder_times_out(tmp_path, monkeypatch):
-    from imgsearch.indexer import pipeline
+    from imgsearch.indexer import loader
 
     hang = make_set(tmp_path, ["marker"], "hang")[0]
-    monkeypatch.setattr(pipeline, "decode_one", lambda *a, **kw: time.sleep(60))
+    monkeypatch.setattr(loader, "decode_one", lambda *a, **kw: time.sleep(60))
     t0 = time.monotonic()
     with pytest.raises(RuntimeError) as ei:
-        list(pipeline.batches([str(hang)], 224, "squash", 1, 1, timeout=1))
-    assert pipeline._crash_reason(ei.value) == "decoder hung (timed out)"
+        list(loader.batches([str(hang)], 224, "squash", 1, 1, timeout=1))
+    assert loader.crash_reason(ei.value) == "decoder hung (timed out)"
     assert time.monotonic() - t0 < 5  # the hung worker is killed, not waited for

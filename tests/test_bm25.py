@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 
 from imgsearch.search import bm25
+from imgsearch.search.bm25_cache import BM25Cache
 from imgsearch.text.normalize import search_terms
 
 SUBJ = ["a black dog", "two children", "a man in a red shirt", "a woman", "a brown dog", "a group of people",
@@ -195,7 +196,7 @@ def test_sqlalchemy_connection_and_session(tmp_path):
 
 def test_cache_matches_fts5(ro_db, tmp_path):
     conn, docs = ro_db
-    cache = bm25.BM25Cache.build(conn, revision=7)
+    cache = BM25Cache.build(conn, revision=7)
     assert len(cache) == len(docs)
     ref = FTS5Reference(docs)
     for q in QUERIES:
@@ -215,22 +216,18 @@ def test_cache_matches_fts5(ro_db, tmp_path):
 def test_cache_persistence_and_freshness(ro_db, tmp_path):
     conn, _ = ro_db
     p = tmp_path / "library.db.bm25"
-    bm25.BM25Cache.build(conn).save(p, revision=3)
-    assert bm25.BM25Cache.open(p, 3) is not None
-    assert bm25.BM25Cache.open(p, 4) is None  # stale
-    assert bm25.BM25Cache.open(tmp_path / "missing", 3) is None
-    loaded = bm25.BM25Cache.load(p)
-    assert loaded.search("black dog", 10) == bm25.BM25Cache.build(conn).search("black dog", 10)
+    BM25Cache.build(conn).save(p, revision=3)
+    assert BM25Cache.open(p, 3) is not None
+    assert BM25Cache.open(p, 4) is None  # stale
+    assert BM25Cache.open(tmp_path / "missing", 3) is None
+    loaded = BM25Cache.load(p)
+    assert loaded.search("black dog", 10) == BM25Cache.build(conn).search("black dog", 10)
     p.write_bytes(p.read_bytes()[:100])  # damaged
-    assert bm25.BM25Cache.open(p, 3) is None
-    # search_with_cache: the cache is used only at its own revision
-    fake = bm25.BM25Cache.from_documents([(1, "zebra")], revision=9)
-    assert bm25.search_with_cache(conn, "zebra", 5, cache=fake, revision=9) == [(1, pytest.approx(fake.search("zebra")[0][1]))]
-    assert bm25.search_with_cache(conn, "zebra", 5, cache=fake, revision=10) == []  # FTS5 has no zebra
-    empty = bm25.BM25Cache.from_documents([], revision=1)
+    assert BM25Cache.open(p, 3) is None
+    empty = BM25Cache.from_documents([], revision=1)
     assert empty.search("dog") == []
     empty.save(tmp_path / "e.bm25")
-    assert len(bm25.BM25Cache.load(tmp_path / "e.bm25")) == 0
+    assert len(BM25Cache.load(tmp_path / "e.bm25")) == 0
 
 
 def test_cache_pruned_top_k_is_exact():
@@ -243,7 +240,7 @@ def test_cache_pruned_top_k_is_exact():
     p /= p.sum()
     docs = [(i + 1, " ".join(rng.choice(words, size=int(rng.integers(3, 14)), p=p))) for i in range(6000)]
     docs += [(7000 + i, "w0 w1 w2") for i in range(60)]      # many exact ties
-    cache = bm25.BM25Cache.from_documents(docs)
+    cache = BM25Cache.from_documents(docs)
     pruned_used = 0
     for qi in range(150):
         q = " ".join(rng.choice(words[:60] if qi % 2 else words, size=int(rng.integers(2, 8)), p=None))

@@ -21,7 +21,9 @@ def tiny_model(monkeypatch):
 
     cap = tiny_captioner(0)
     monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
-    monkeypatch.setattr(Library, "_captioner_version", lambda self: cap.version)
+    from imgsearch.models import Models
+
+    monkeypatch.setattr(Models, "version", lambda self: cap.version)
     return cap
 
 
@@ -102,6 +104,87 @@ def test_user_errors_exit_1(tmp_path, args, msg):
     assert r.exit_code == 1, r.output
     assert msg in r.stderr and "Traceback" not in r.output
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+DEVICE_COMMANDS = {
+    "caption": ["caption", "{tmp}/x.jpg"],
+    "index": ["index", "{tmp}/pics", "--db", "{tmp}/l.db"],
+    "train": ["train", "--captions", "{tmp}/caps.json", "--images", "{tmp}/pics", "--out", "{tmp}/run"],
+    "evaluate": ["evaluate", "--captions", "{tmp}/caps.json", "--images", "{tmp}/pics"],
+}
+
+
+@pytest.mark.parametrize("command", list(DEVICE_COMMANDS))
+@pytest.mark.parametrize("device, msg", [
+    ("cuda", "CUDA is not available on this machine"),
+    ("cuda:1", "CUDA is not available on this machine"),
+    ("tpu", "--device must be auto, cpu, cuda or cuda:N"),
+    ("cuda:x", "--device must be auto, cpu, cuda or cuda:N"),
+])
+def test_unusable_device_is_one_line_and_exit_1(tmp_path, monkeypatch, command, device, msg):
+    """On a machine without CUDA (forced here, whatever this one has), asking for it — or for a device that
+    does not exist — is one clear line on stderr and exit 1, before any work: no ValueError traceback."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "x.jpg").write_bytes(b"not looked at")
+    (tmp_path / "caps.json").write_text('{"images": [], "annotations": []}')
+    r = runner.invoke(app, [a.format(tmp=tmp_path) for a in DEVICE_COMMANDS[command]] + ["--device", device])
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert isinstance(r.exception, SystemExit), r.exception   # the CLI exited; nothing escaped it
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgsearch: error: ") and msg in lines[0], r.stderr
+    assert not (tmp_path / "l.db").exists() and not (tmp_path / "run").exists()
+
+
+def test_index_draws_the_cli_progress_bar(tmp_path, tiny_model, monkeypatch):
+    """`index` hands the CLI's progress_bar() callback to Library.index (not with --quiet or --json)."""
+    import contextlib
+
+    import imgsearch.cli as cli
+
+    calls, opened = [], []
+
+    @contextlib.contextmanager
+    def fake_bar(label="indexing"):
+        opened.append(label)
+        yield lambda done, total: calls.append((done, total))
+
+    monkeypatch.setattr(cli, "progress_bar", fake_bar)
+    pics = tmp_path / "pics"
+    make_set(pics, ["red_circle", "blue_square", "sky"], "p")
+    r = run("index", pics, "--db", tmp_path / "l.db", "--workers", 0, "--batch-size", 2)
+    assert r.exit_code == 0, r.output
+    assert opened == ["indexing"] and calls and calls[-1] == (3, 3)
+    for quiet in ("--quiet", "--json"):
+        make_set(pics / quiet.strip("-"), ["checker"], "q")
+        assert run("index", pics, "--db", tmp_path / "l.db", "--workers", 0, quiet).exit_code == 0
+    assert opened == ["indexing"]
+
+
+def test_progress_bar_draws_on_a_terminal_only(monkeypatch):
+    import io
+    import sys
+
+    from imgsearch.cli import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with progress_bar() as update:
+        assert update is None                        # piped stderr: nothing to draw
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    with progress_bar() as update:
+        update(0, 0)                                 # nothing to do yet: no bar
+        assert term.getvalue() == ""
+        for done in range(0, 5):
+            update(done, 4)
+    drawn = term.getvalue()
+    assert "indexing" in drawn and "4/4" in drawn and "img/s" in drawn and "ETA" in drawn, drawn
 
 
 def test_cli_module_does_not_import_torch():

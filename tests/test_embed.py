@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from imgsearch.text import embed as E
+from imgsearch.text import minilm, minilm_onnx
 
 SENTENCES = [
     "",
@@ -54,7 +55,7 @@ def ort_emb(cache_dir):
 def test_erf_numpy_accuracy():
     xs = np.linspace(-7, 7, 20001)
     ref = np.array([math.erf(v) for v in xs])
-    assert np.abs(E.erf_numpy(xs) - ref).max() < 1e-7
+    assert np.abs(minilm.erf_numpy(xs) - ref).max() < 1e-7
 
 
 def test_shape_norm_and_api(numpy_emb):
@@ -66,7 +67,7 @@ def test_shape_norm_and_api(numpy_emb):
     assert e.embed([]).shape == (0, 384)
     assert e.embed("a dog").shape == (1, 384)
     assert e.embed_one("a dog").shape == (384,)
-    assert E.TextEmbedder.load(backend="numpy")._m is e._m  # loaded once per process
+    assert E.TextEmbedder.load(backend="numpy").model is e.model  # loaded once per process
 
 
 def test_batching_does_not_change_vectors(numpy_emb):
@@ -117,9 +118,10 @@ def test_corrupt_onnx_cache_is_rebuilt(ort_emb, cache_dir):
     assert len(files) == 1
     data = files[0].read_bytes()
     files[0].write_bytes(data[:1000])  # truncated -> sha mismatch -> rebuilt, not loaded
-    model = E._ort_model(E.default_model_path(), E._read_config(E.default_model_path()), Path(cache_dir))
+    model = minilm_onnx.onnx_model(E.default_model_path(), minilm.read_config(E.default_model_path()), Path(cache_dir))
     assert isinstance(model, bytes) and files[0].read_bytes() == model
-    assert E._ort_model(E.default_model_path(), E._read_config(E.default_model_path()), Path(cache_dir)) == files[0]
+    assert minilm_onnx.onnx_model(E.default_model_path(), minilm.read_config(E.default_model_path()),
+                                 Path(cache_dir)) == files[0]
 
 
 def test_no_torch_import(cache_dir):
@@ -130,7 +132,7 @@ def test_no_torch_import(cache_dir):
         "bad = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules]; "
         "print(e.backend, v.shape, bad)"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("(1, 384) []"), out.stdout

@@ -15,12 +15,10 @@ import pytest
 from imgsearch import Library
 from libtools import check_consistent, make_set, photos, rows, tiny_captioner
 
-ROOT = Path(__file__).resolve().parent.parent
 KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "gradient", "sky", "marker"]
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {root!r})
+    import time
     import torch
     torch.set_num_threads(1)
     from imgsearch import Library
@@ -54,7 +52,7 @@ def test_killed_run_is_completed_by_the_next(tmp_path):
     make_set(folder / "more", KINDS[:4], "b")  # 12 photos
     db = tmp_path / "library.db"
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), db=str(db), folder=str(folder)))
+    script.write_text(SCRIPT.format(db=str(db), folder=str(folder)))
 
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -91,5 +89,5 @@ def test_killed_run_is_completed_by_the_next(tmp_path):
             assert after[path] == v
         check_consistent(db)
         # the FAISS cache (never written by the killed run) matches the database
-        assert set(int(i) for i in lib._vector_index("caption").ids()) == {v[0] for v in after.values()}
+        assert set(int(i) for i in lib.caches.vector_index("caption").ids()) == {v[0] for v in after.values()}
         assert not lib.status()["last_run_interrupted"]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
 from libtools import make_set
 from imgsearch import Library
 from imgsearch.model import rerank as R
+from imgsearch.store import queries
 
 
 # ----------------------------------------------------------------------------- packing
@@ -191,10 +191,10 @@ def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
         text = "a red circle on the grass"
         plain = lib.query(text, k=12, rerank=False)
         ranked = lib.query(text, k=12)
-        scorer = lib._query_scorer()
+        scorer = lib.engine.scorer()
         assert scorer is not None
         ids = [h.id for h in plain]
-        blobs = lib._cells(ids, scorer.version)
+        blobs = queries.cells(lib.store, ids, scorer.version)
         assert set(blobs) == set(ids)
         ll = scorer.score(scorer.tokens(text), R.unpack_cells([blobs[i] for i in ids]))
         want = R.rerank([(h.id, h.score) for h in plain], dict(zip(ids, ll.tolist())), RERANK["depth"],
@@ -212,11 +212,10 @@ def test_reranking_query_needs_no_torch(tiny_library):
     db, ckpt = tiny_library
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT)!r})
         import imgsearch
         with imgsearch.Library({str(db)!r}, model={str(ckpt)!r}) as lib:
             assert lib.query("a red circle", k=3)
-            assert lib._query_scorer() is not None, "no re-ranking scorer"
+            assert lib.engine.scorer() is not None, "no re-ranking scorer"
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
         assert not bad, bad[:5]
         print("OK")
@@ -233,7 +232,7 @@ def test_library_of_another_model_is_not_reranked(tiny_library, tmp_path):
     other = Captioner.tiny(seed=4)
     with Library(db, captioner=other) as lib:
         text = "a red circle"
-        assert lib._cells([1, 2, 3], other.version) == {}
+        assert queries.cells(lib.store, [1, 2, 3], other.version) == {}
         assert [h.id for h in lib.query(text, k=6)] == [h.id for h in lib.query(text, k=6, rerank=False)]
 
 
@@ -291,5 +290,5 @@ def test_lstm_captioner_has_no_reranker(tmp_path):
         lib.index([photos], workers=0, progress=False)
         with sqlite3.connect(tmp_path / "lib.db") as c:
             assert c.execute("SELECT count(*) FROM photo_cells").fetchone()[0] == 0
-        assert lib._query_scorer() is None
+        assert lib.engine.scorer() is None
         assert [h.id for h in lib.query("a red circle", k=3)] == [h.id for h in lib.query("a red circle", k=3, rerank=False)]

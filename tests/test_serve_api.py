@@ -1,23 +1,19 @@
 """`imgsearch serve`: the JSON API, thumbnails, and the safety rules, through FastAPI's TestClient
 (plus a real uvicorn for raw, un-normalised request paths).
 
-The library is indexed for real (tiny untrained captioner), then each photo's captions, keywords,
-tags and embeddings are rewritten through the store with known text, so that searches (which go
-through the real query path) have a deterministic best hit.
+The library searched is conftest's ``served_library`` (see serve_library.py): indexed for real by the tiny
+untrained captioner, then given known captions through the store, so that searches (which go through the
+real query path) have a deterministic best hit.
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import io
 import os
 import re
 import shutil
 import socket
-import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,97 +27,17 @@ from PIL import Image  # noqa: E402
 from imgsearch import Library  # noqa: E402
 from imgsearch.serve import host_warning, is_loopback, serve_command  # noqa: E402
 from imgsearch.serve.app import create_app  # noqa: E402
-from libtools import tiny_captioner  # noqa: E402
+from libtools import ROOT, tiny_captioner  # noqa: E402
 from photos import make_photo  # noqa: E402
+from serve_library import PHOTOS, SECRET, XSS_CAPTION, XSS_NAME  # noqa: E402
 
 KW = dict(batch_size=8, workers=0, progress=False)
-XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
-XSS_CAPTION = "<b>purple</b> kite <img src=y onerror=alert(2)> & 'quotes\""
-SECRET = "TOP SECRET: not a photo of the library\n"
-TAKEN = datetime(2021, 6, 5, 14, 30, 0)
-# file name (under pics/) → (drawn kind, caption written into the store)
-PHOTOS = {
-    "red_circle.jpg": ("red_circle", "a red circle on a white wall"),
-    "blue_square.jpg": ("blue_square", "a blue square on a yellow table"),
-    "green_triangle.png": ("green_triangle", "a green triangle tent in the snow"),
-    "sky.jpg": ("sky", "a blue sky above a green field"),
-    XSS_NAME: ("stripes", XSS_CAPTION),
-    "sub/checker.jpg": ("checker", "a black and white checkerboard floor"),
-}
 BASE = "http://127.0.0.1:8765"
 
 
-# ---------------------------------------------------------------------------- the test library
-
-def relabel(lib, captions: dict[str, str]) -> None:
-    """Give photos known captions/keywords/tags/embeddings, through the store (one write batch)."""
-    from sqlalchemy import delete, select, update
-
-    from imgsearch.store.db import bump_revision
-    from imgsearch.store.models import Caption, Photo, Tag, pack_vector
-    from imgsearch.text.normalize import keywords
-
-    vecs = lib.embedder().embed(list(captions.values()))
-    with lib.store.write() as s:
-        for (path, cap), v in zip(captions.items(), vecs):
-            pid = s.execute(select(Photo.id).where(Photo.path == path)).scalar_one()
-            s.execute(delete(Caption).where(Caption.photo_id == pid))
-            s.execute(delete(Tag).where(Tag.photo_id == pid))
-            s.execute(update(Photo).where(Photo.id == pid).values(
-                caption=cap, caption_embedding=pack_vector(v), image_embedding=pack_vector(v)))
-            s.add_all([Caption(photo_id=pid, rank=0, text=cap, score=-0.25),
-                       Caption(photo_id=pid, rank=1, text=f"{cap} again", score=-0.75)])
-            s.add_all([Tag(photo_id=pid, kind="tag", term="picture", score=0.5),
-                       Tag(photo_id=pid, kind="tag", term="drawing", score=0.25)])
-            s.add_all([Tag(photo_id=pid, kind="keyword", term=w, score=1.0) for w in keywords([cap])])
-        s.flush()
-        from imgsearch.indexer.pipeline import rebuild_search_text  # the BM25 documents
-
-        rebuild_search_text(s)
-        bump_revision(s)
-
-
-def build_library(base: Path) -> tuple[Path, Path, dict[str, int]]:
-    """(db, photo folder, {name under pics/: id}) — 6 photos (one per PHOTOS entry) and one broken file."""
-    pics = base / "pics"
-    for name, (kind, _) in PHOTOS.items():
-        extra = dict(exif_orientation=6, taken_at=TAKEN) if name == "sky.jpg" else {}
-        make_photo(pics / name, kind=kind, size=(320, 240), **extra)
-    (pics / "broken.jpg").write_bytes(b"this is not a photo\n" * 8)
-    db = base / "lib" / "library.db"
-    with Library(db, captioner=tiny_captioner(0)) as lib:
-        lib.index([pics], **KW)
-        relabel(lib, {str(pics / name): cap for name, (_, cap) in PHOTOS.items()})
-        lib.refresh_caches()
-    import sqlite3
-
-    with sqlite3.connect(db) as c:
-        ids = {os.path.relpath(p, pics): i for i, p in c.execute("SELECT id, path FROM photos")}
-    return db, pics, ids
-
-
-@functools.lru_cache(maxsize=1)
-def shared_library() -> tuple[Path, Path, Path, dict[str, int]]:
-    """(base, db, pics, ids): one library per test process (the browser tests reuse it; none modify it),
-    with a folder ``outside`` next to it holding files that must never be served."""
-    base = Path(tempfile.mkdtemp(prefix="imgsearch-serve-"))
-    atexit.register(shutil.rmtree, base, True)
-    db, pics, ids = build_library(base)
-    outside = base / "outside"
-    outside.mkdir()
-    (outside / "secret.txt").write_text(SECRET)
-    make_photo(outside / "other.jpg", kind="noise", size=(64, 48))
-    return base, db, pics, ids
-
-
 @pytest.fixture(scope="module")
-def built():
-    return shared_library()
-
-
-@pytest.fixture(scope="module")
-def client(built):
-    base, db, pics, ids = built
+def client(served_library):
+    base, db, pics, ids = served_library
     lib = Library(db, create=False)
     app = create_app(lib, warm_up=True)
     with TestClient(app, base_url=BASE) as c:
@@ -152,10 +68,10 @@ def test_page_static_and_headers(client):
 
 
 def test_javascript_never_writes_html():
-    js = (Path(__file__).resolve().parent.parent / "imgsearch/serve/static/app.js").read_text()
+    js = (ROOT / "imgsearch/serve/static/app.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in js, sink
-    html = (Path(__file__).resolve().parent.parent / "imgsearch/serve/static/index.html").read_text()
+    html = (ROOT / "imgsearch/serve/static/index.html").read_text()
     assert "<script>" not in html and not re.search(r"\son[a-z]+\s*=", html)  # no inline handlers
 
 
@@ -181,8 +97,8 @@ def test_info_lists_library_modes(client):
     ("a green triangle tent in the snow", "green_triangle.png"),
     ("checkerboard floor", "sub/checker.jpg"),
 ])
-def test_search_expected_first_in_every_mode(client, built, query, expected):
-    base, db, pics, ids = built
+def test_search_expected_first_in_every_mode(client, served_library, query, expected):
+    base, db, pics, ids = served_library
     for mode in [m["id"] for m in client.get("/api/info").json()["modes"]]:
         data = search(client, q=query, mode=mode, k=5)
         assert data["query"] == query and data["mode"] == mode
@@ -245,8 +161,41 @@ def test_unsupported_mode_is_a_clear_400(client):
         assert "mode" in detail and all(m in detail for m in MODES) and len(detail) < 200
 
 
-def test_folder_filter(client, built):
-    base, db, pics, ids = built
+def test_model_that_cannot_load_is_a_503(served_library, monkeypatch):
+    """A text embedder that fails to load is the server's problem, not the request's: 503 with the reason,
+    in the API's JSON error shape (it used to be a 400, like every library error)."""
+    from imgsearch.text.embed import TextEmbedder
+
+    base, db, pics, ids = served_library
+
+    def broken(*args, **kwargs):
+        raise OSError("weights file is damaged")
+
+    monkeypatch.setattr(TextEmbedder, "load", classmethod(broken))
+    with Library(db, create=False) as lib, TestClient(create_app(lib), base_url=BASE) as c:
+        for mode in ("dense", "hybrid"):
+            r = c.get("/api/search", params={"q": "red circle", "mode": mode})
+            assert r.status_code == 503, (mode, r.status_code, r.text[:300])
+            assert r.headers["content-type"].startswith("application/json")
+            assert set(r.json()) == {"detail"} and "text embedder" in r.json()["detail"], r.text
+        assert c.get("/api/search", params={"q": "", "mode": "dense"}).status_code == 400  # bad input stays 400
+        assert c.get("/api/info").status_code == 200
+
+
+def test_hit_json_is_the_hit_plus_web_fields():
+    from imgsearch.hits import Hit
+    from imgsearch.serve.app import hit_json
+
+    h = Hit(path="/p/a b.jpg", score=float("nan"), caption="a dog", keywords=["dog"], id=7, tags=["animal"], rank=2)
+    assert hit_json(h) == {"id": 7, "rank": 2, "path": "/p/a b.jpg", "name": "a b.jpg", "score": 0.0,
+                           "caption": "a dog", "keywords": ["dog"], "tags": ["animal"],
+                           "thumb_url": "/thumb/7", "photo_url": "/photo/7"}
+    h.score = 0.5
+    assert hit_json(h) == {**h.to_dict(), "name": "a b.jpg", "thumb_url": "/thumb/7", "photo_url": "/photo/7"}
+
+
+def test_folder_filter(client, served_library):
+    base, db, pics, ids = served_library
     data = search(client, q="a photo", mode="dense", k=50, folder=str(pics / "sub"))
     assert [r["path"] for r in data["results"]] == [str(pics / "sub" / "checker.jpg")]
     assert data["folder"] == str(pics / "sub")
@@ -296,8 +245,8 @@ def test_malformed_urls_never_500(client, raw):
         assert isinstance(r.json()["detail"], str)
 
 
-def test_search_gives_json_text_not_html(client, built):
-    base, db, pics, ids = built
+def test_search_gives_json_text_not_html(client, served_library):
+    base, db, pics, ids = served_library
     data = search(client, q="purple kite")
     top = data["results"][0]
     assert top["caption"] == XSS_CAPTION and top["name"] == XSS_NAME  # raw text in JSON; the page escapes it
@@ -305,8 +254,8 @@ def test_search_gives_json_text_not_html(client, built):
     assert r.headers["content-type"].startswith("application/json")
 
 
-def test_more_like_this(client, built):
-    base, db, pics, ids = built
+def test_more_like_this(client, served_library):
+    base, db, pics, ids = served_library
     red = ids["red_circle.jpg"]
     data = search(client, like=red, k=3)
     assert data["mode"] == "like" and data["like"]["id"] == red and data["like"]["name"] == "red_circle.jpg"
@@ -327,8 +276,8 @@ def test_more_like_this(client, built):
 
 # ---------------------------------------------------------------------------- details + status
 
-def test_photo_details(client, built):
-    base, db, pics, ids = built
+def test_photo_details(client, served_library):
+    base, db, pics, ids = served_library
     sky = ids["sky.jpg"]
     d = client.get(f"/api/photo/{sky}").json()
     assert d["id"] == sky and d["path"] == str(pics / "sky.jpg") and d["name"] == "sky.jpg"
@@ -343,8 +292,8 @@ def test_photo_details(client, built):
     assert d["photo_url"] == f"/photo/{sky}" and d["thumb_url"] == f"/thumb/{sky}"
 
 
-def test_status(client, built):
-    base, db, pics, ids = built
+def test_status(client, served_library):
+    base, db, pics, ids = served_library
     st = client.get("/api/status").json()
     assert st["photos"] == len(PHOTOS) and st["failed"] == 1 and st["failed_files_total"] == 1
     assert st["failed_files"] == [{"path": str(pics / "broken.jpg"), "name": "broken.jpg", "reason": "not an image"}]
@@ -354,8 +303,8 @@ def test_status(client, built):
 
 # ---------------------------------------------------------------------------- files
 
-def test_thumbnail_made_cached_and_revalidated(client, built):
-    base, db, pics, ids = built
+def test_thumbnail_made_cached_and_revalidated(client, served_library):
+    base, db, pics, ids = served_library
     sky = ids["sky.jpg"]
     h = client.get(f"/api/photo/{sky}").json()["content_hash"]
     cache = db.parent / "thumbs" / f"{h}.jpg"
@@ -370,7 +319,7 @@ def test_thumbnail_made_cached_and_revalidated(client, built):
     left, right = im.convert("RGB").getpixel((5, im.size[1] // 2)), im.convert("RGB").getpixel((im.size[0] - 5, im.size[1] // 2))
     assert right[2] > 180 and left[1] > 120 and left[2] < 120, (left, right)
     assert cache.is_file() and cache.read_bytes() == r.content
-    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".tmp")]
+    assert [p.name for p in cache.parent.iterdir() if "tmp" in p.name] == []   # no temporary file left behind
     r2 = client.get(f"/thumb/{sky}", headers={"if-none-match": r.headers["etag"]})
     assert r2.status_code == 304 and r2.content == b"" and r2.headers["etag"] == r.headers["etag"]
     assert client.get(f"/thumb/{sky}", headers={"if-none-match": '"other"'}).status_code == 200
@@ -380,16 +329,16 @@ def test_thumbnail_made_cached_and_revalidated(client, built):
     cache.write_bytes(r.content)
 
 
-def test_every_thumbnail_and_png(client, built):
-    base, db, pics, ids = built
+def test_every_thumbnail_and_png(client, served_library):
+    base, db, pics, ids = served_library
     for name in PHOTOS:
         r = client.get(f"/thumb/{ids[name]}")
         assert r.status_code == 200, name
         assert max(Image.open(io.BytesIO(r.content)).size) <= 320
 
 
-def test_full_photo(client, built):
-    base, db, pics, ids = built
+def test_full_photo(client, served_library):
+    base, db, pics, ids = served_library
     for name, ctype in (("red_circle.jpg", "image/jpeg"), ("green_triangle.png", "image/png"), (XSS_NAME, "image/jpeg")):
         r = client.get(f"/photo/{ids[name]}")
         assert r.status_code == 200 and r.headers["content-type"] == ctype, name
@@ -420,8 +369,8 @@ NOT_PHOTOS = [
 
 
 @pytest.mark.parametrize("prefix", ["/photo/", "/thumb/", "/api/photo/"])
-def test_only_library_photos_by_integer_id(client, built, prefix):
-    base, db, pics, ids = built
+def test_only_library_photos_by_integer_id(client, served_library, prefix):
+    base, db, pics, ids = served_library
     secret = SECRET.encode()
     for raw in NOT_PHOTOS + [str(ids["broken.jpg"])]:
         r = client.get(prefix + raw)
@@ -518,10 +467,10 @@ def test_loopback_detection():
         assert not is_loopback(h) and "warning" in host_warning(h), h
 
 
-def test_serve_command_binds_loopback_by_default(built, monkeypatch, capsys):
+def test_serve_command_binds_loopback_by_default(served_library, monkeypatch, capsys):
     import uvicorn
 
-    base, db, pics, ids = built
+    base, db, pics, ids = served_library
     seen = {}
 
     def fake_run(self, sockets=None):
@@ -558,34 +507,6 @@ def test_serve_command_errors_are_library_errors(tmp_path):
         busy.close()
 
 
-class LiveServer:
-    """uvicorn serving ``app`` on a free loopback port, in a background thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
 def raw_get(port: int, target: bytes) -> tuple[int, bytes]:
     """Send a request line byte for byte (no client-side normalisation of ``..`` or %-escapes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -597,27 +518,26 @@ def raw_get(port: int, target: bytes) -> tuple[int, bytes]:
     return status, data
 
 
-def test_raw_paths_on_a_real_server(built):
-    base, db, pics, ids = built
-    with Library(db, create=False) as lib, LiveServer(create_app(lib)) as srv:
-        assert raw_get(srv.port, f"/photo/{ids['red_circle.jpg']}".encode())[0] == 200
-        for target in (b"/photo/../outside/secret.txt", b"/photo/..%2F..%2Foutside%2Fsecret.txt",
-                       b"/thumb/%2e%2e%2f%2e%2e%2foutside%2fsecret.txt", b"/photo/%2e%2e", b"/photo/1/../../../etc/passwd",
-                       b"/static/../../outside/secret.txt", b"/static/%2e%2e/%2e%2e/outside/secret.txt",
-                       b"/static/..%2f..%2fserve%2fapp.py", b"/photo/" + str(pics / "red_circle.jpg").encode(),
-                       b"/photo//etc/passwd", b"/photo/%ED%A0%80", b"/photo/1%00", b"/thumb/\xff\xfe"):
-            status, data = raw_get(srv.port, target)
-            assert status in (400, 404), (target, status)
-            assert SECRET.encode() not in data and b"root:" not in data
-        status, data = raw_get(srv.port, b"/api/search?q=%ED%A0%80%ED%B0%80red")  # lone surrogates
-        assert status in (200, 400), data[:300]
-        status, data = raw_get(srv.port, b"/api/search?q=" + b"a" * 10_000)
-        assert status == 400 and b"too long" in data
+def test_raw_paths_on_a_real_server(served_library, live_server):
+    base, db, pics, ids = served_library
+    assert raw_get(live_server.port, f"/photo/{ids['red_circle.jpg']}".encode())[0] == 200
+    for target in (b"/photo/../outside/secret.txt", b"/photo/..%2F..%2Foutside%2Fsecret.txt",
+                   b"/thumb/%2e%2e%2f%2e%2e%2foutside%2fsecret.txt", b"/photo/%2e%2e", b"/photo/1/../../../etc/passwd",
+                   b"/static/../../outside/secret.txt", b"/static/%2e%2e/%2e%2e/outside/secret.txt",
+                   b"/static/..%2f..%2fserve%2fapp.py", b"/photo/" + str(pics / "red_circle.jpg").encode(),
+                   b"/photo//etc/passwd", b"/photo/%ED%A0%80", b"/photo/1%00", b"/thumb/\xff\xfe"):
+        status, data = raw_get(live_server.port, target)
+        assert status in (400, 404), (target, status)
+        assert SECRET.encode() not in data and b"root:" not in data
+    status, data = raw_get(live_server.port, b"/api/search?q=%ED%A0%80%ED%B0%80red")  # lone surrogates
+    assert status in (200, 400), data[:300]
+    status, data = raw_get(live_server.port, b"/api/search?q=" + b"a" * 10_000)
+    assert status == 400 and b"too long" in data
 
 
 # ---------------------------------------------------------------------------- `imgsearch serve`
 
-def test_cli_serve_options(built, monkeypatch):
+def test_cli_serve_options(served_library, monkeypatch):
     """`imgsearch serve` passes --db/--host/--port through (skips until the command is registered)."""
     import uvicorn
     from typer.testing import CliRunner
@@ -626,7 +546,7 @@ def test_cli_serve_options(built, monkeypatch):
 
     if "serve" not in {c.name or c.callback.__name__ for c in cli_app.registered_commands}:
         pytest.skip("`serve` is not registered in imgsearch/cli.py yet")
-    base, db, pics, ids = built
+    base, db, pics, ids = served_library
     seen = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.append(sockets[0].getsockname()))
     runner = CliRunner()
@@ -639,7 +559,7 @@ def test_cli_serve_options(built, monkeypatch):
     assert r.exit_code == 1 and "no library" in r.output and "Traceback" not in r.output
 
 
-def test_cli_serve_real_process(built):
+def test_cli_serve_real_process(served_library):
     """The real command in a subprocess: listens on 127.0.0.1, answers, stops cleanly on Ctrl-C."""
     import json
     import signal
@@ -647,11 +567,9 @@ def test_cli_serve_real_process(built):
     import sys
     import urllib.request
 
-    base, db, pics, ids = built
-    root = Path(__file__).resolve().parent.parent
+    base, db, pics, ids = served_library
     code = "import sys; from imgsearch.serve import serve_command; serve_command(sys.argv[1], port=0)"
-    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True)
     try:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)

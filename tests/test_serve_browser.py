@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from test_serve_api import PHOTOS, SECRET, TAKEN, XSS_CAPTION, XSS_NAME, LiveServer, shared_library
+pytest.importorskip("fastapi")  # the live_server fixture serves the FastAPI app
+
+from serve_library import PHOTOS, SECRET, TAKEN, XSS_CAPTION, XSS_NAME  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -52,17 +54,11 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from imgsearch import Library  # noqa: E402
-from imgsearch.serve.app import create_app  # noqa: E402
-
 
 @pytest.fixture(scope="module")
-def site():
-    base, db, pics, ids = shared_library()
-    lib = Library(db, create=False)
-    with LiveServer(create_app(lib, warm_up=True)) as srv:
-        yield srv.url, pics, ids
-    lib.close()
+def site(served_library, live_server):
+    base, db, pics, ids = served_library
+    return live_server.url, pics, ids
 
 
 @pytest.fixture(scope="module")

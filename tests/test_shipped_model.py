@@ -63,7 +63,7 @@ def test_end_to_end_index_and_find_real_photos_by_description(captioner, photos,
         # names; on the photos it does describe, the re-ranked top photo stays right.
         with sqlite3.connect(tmp_path / "library.db") as c:
             assert c.execute("SELECT count(*) FROM photo_cells").fetchone()[0] == len(SAMPLES)
-        assert lib._query_scorer() is not None
+        assert lib.engine.scorer() is not None
         for query in ("a cat", "a man riding a motorcycle", "a man holding a camera"):
             hits = lib.query(query, k=3)
             assert Path(hits[0].path).name == expect[query], (query, [(Path(h.path).name, h.caption) for h in hits])

@@ -1,1 +1,1 @@
-"""Indexing stages: scan (walk folders, diff vs store) → decode (safe photo decoding) → pipeline."""
+"""Indexing: scan (walk folders) → plan (diff vs store) → loader (decode in workers) → rules → runner (one run)."""

@@ -39,6 +39,10 @@ What ``open_photo`` does:
 HEIC/HEIF: ``pillow_heif`` is registered at import when installed (``HEIF_SUPPORTED``); libheif
 applies the rotation itself and resets the EXIF orientation to 1, so nothing is rotated twice.
 ICC profiles are ignored (pixel values are used as sRGB).
+
+Broad ``except Exception`` blocks here are deliberate: Pillow and its plugins raise errors of any type on
+hostile or damaged files, and each becomes a DecodeError with a one-line reason (or an EXIF field ignored),
+so that one bad photo never stops a run.
 """
 from __future__ import annotations
 
@@ -104,7 +108,7 @@ def open_photo(path: str | os.PathLike[str], target: int = 224) -> DecodedPhoto:
     path = os.fspath(path)
     try:
         fd = os.open(path, _O_FLAGS)  # O_NONBLOCK: never hang on a FIFO
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
         raise _os_error(exc) from None
     try:
         try:
@@ -173,9 +177,9 @@ def _header_size(f) -> tuple[int, int] | None:
                 f.seek(0)
                 try:
                     return factory(f, "").size
-                except Exception:
+                except Exception:  # noqa: BLE001 - see the module docstring
                     continue
-    except Exception:
+    except Exception:  # noqa: BLE001 - see the module docstring
         pass
     return None
 
@@ -198,7 +202,7 @@ def _decode(f, target: int, path: str) -> DecodedPhoto:
         if exc.errno is not None:  # a real I/O error, not a parser complaint
             raise _os_error(exc) from None
         raise _bad_header(f, exc) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
         raise _bad_header(f, exc) from None
 
     fmt = im.format or "image"
@@ -234,7 +238,7 @@ def _decode(f, target: int, path: str) -> DecodedPhoto:
         raise
     except MemoryError:
         raise DecodeError(f"out of memory converting a {w0}x{h0} px {fmt}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
         raise DecodeError(f"truncated or corrupt {fmt}", f"{type(exc).__name__}: {exc}") from None
 
     if orientation in (5, 6, 7, 8):
@@ -253,7 +257,7 @@ def _sniff(f) -> str | None:
     try:
         f.seek(0)
         head = f.read(12)
-    except Exception:
+    except Exception:  # noqa: BLE001 - see the module docstring
         return None
     for magic, name in _MAGIC:
         if head.startswith(magic):
@@ -320,7 +324,7 @@ def _read_exif(im: Image.Image) -> tuple[int, datetime | None]:
     """(orientation 1-8, capture time) from EXIF; garbage values are ignored."""
     try:
         exif = im.getexif()
-    except Exception:
+    except Exception:  # noqa: BLE001 - see the module docstring
         return 1, None
     orientation = 1
     try:
@@ -330,13 +334,13 @@ def _read_exif(im: Image.Image) -> tuple[int, datetime | None]:
         o = int(o)
         if 1 <= o <= 8:
             orientation = o
-    except Exception:
+    except Exception:  # noqa: BLE001 - see the module docstring
         pass
     taken_at = None
     try:
         try:
             sub = exif.get_ifd(_EXIF_IFD)
-        except Exception:
+        except Exception:  # noqa: BLE001 - see the module docstring
             sub = {}
         for tag, ifds in (
             (_DATETIME_ORIGINAL, (sub, exif)),
@@ -348,7 +352,7 @@ def _read_exif(im: Image.Image) -> tuple[int, datetime | None]:
                     taken_at = parse_exif_datetime(ifd.get(tag), ifd.get(_SUBSEC[tag]) or sub.get(_SUBSEC[tag]))
                     if taken_at is not None:
                         return orientation, taken_at
-    except Exception:
+    except Exception:  # noqa: BLE001 - see the module docstring
         taken_at = None
     return orientation, taken_at
 

@@ -30,7 +30,6 @@ dev box under load, i.e. ≈1.5 GB/s with SHA-NI); disk read dominates, so no pa
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import stat
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 from imgsearch.errors import UserError
+from imgsearch.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -240,15 +240,8 @@ def _walk(roots: list[tuple[str, os.stat_result | None]], report: OnError) -> It
         yield from follow(deferred.popleft())
 
 
-def content_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of the whole file, streamed in 1 MiB chunks (hashlib releases the GIL)."""
-    h = hashlib.sha256()
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+content_hash = sha256_file
+"""SHA-256 (hex) of the whole file: the name the store and the pipeline know it by."""
 
 
 def _under(path: str, folders: list[str]) -> bool:

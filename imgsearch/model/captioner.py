@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imgsearch.devices import resolve_device  # noqa: F401  (also imported from here: model/train.py, others)
+from imgsearch.errors import ModelError
+from imgsearch.files import atomic_open
+
 from . import rerank
 from .beam import beam_search, greedy
 from .decoder import DecoderConfig, build_decoder
@@ -22,7 +26,7 @@ CHECKPOINT_FORMAT = "imgsearch-captioner"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ModelError, RuntimeError):
     """A checkpoint cannot be used: missing, corrupt, or written by an incompatible version."""
 
 
@@ -37,18 +41,6 @@ class Description:
     @property
     def caption(self) -> str:
         return self.captions[0][0] if self.captions else ""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available to torch")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    return torch.device(device)
 
 
 @dataclass
@@ -78,9 +70,9 @@ class Captioner:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "auto") -> "Captioner":
+        dev = resolve_device(device)   # first: a machine without the asked-for GPU fails before reading 25 MB
         path = Path(path) if path is not None else shipped_checkpoint()
         ckpt = read_checkpoint(path)
-        dev = resolve_device(device)
         return cls.from_checkpoint(ckpt, dev, version=checkpoint_version(path))
 
     @classmethod
@@ -140,10 +132,8 @@ class Captioner:
 
     def save(self, path: str | Path, half: bool = False, info: dict | None = None) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.checkpoint(half, info), tmp)
-        tmp.replace(path)
+        with atomic_open(path, "wb") as f:   # a reader (or a crash) sees the old checkpoint or the whole new one
+            torch.save(self.checkpoint(half, info), f)
         return path
 
     # ------------------------------------------------------------------ inference

@@ -100,17 +100,30 @@ class DecoderLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, d))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mem_kv, cache=None):
+    # The three residual blocks, in order; forward runs them, and so does the query scorer (model/rerank.py)
+    # with its own cross-attention over stored cells.
+    def attend_self(self, x, cache=None):
+        """Self-attention block: x (B, T, D) → (B, T, D), causal over the T tokens; with ``cache`` (the
+        previous steps' keys/values, or (None, None)) incremental, returning the extended cache."""
         h = self.ln1(x)
         k, v = self.self_attn.keys_values(h)             # (B, H, T, Dk)
         if cache is not None:                            # incremental: prepend the cached steps
             if cache[0] is not None:
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache = (k, v)
-        x = x + self.drop(self.self_attn(h, k, v, causal=cache is None))
-        x = x + self.drop(self.cross_attn(self.ln2(x), *mem_kv))
-        x = x + self.drop(self.mlp(self.ln3(x)))
-        return x, cache
+        return x + self.drop(self.self_attn(h, k, v, causal=cache is None)), cache
+
+    def attend_memory(self, x, attend, *args):
+        """Cross-attention block: ``attend(y, *args)`` is the attention of the normalised x over the memory."""
+        return x + self.drop(attend(self.ln2(x), *args))
+
+    def feed_forward(self, x):
+        return x + self.drop(self.mlp(self.ln3(x)))
+
+    def forward(self, x, mem_kv, cache=None):
+        x, cache = self.attend_self(x, cache)
+        x = self.attend_memory(x, self.cross_attn, *mem_kv)
+        return self.feed_forward(x), cache
 
 
 class TransformerDecoder(nn.Module):
@@ -138,15 +151,28 @@ class TransformerDecoder(nn.Module):
         mem = self.grid(grid)                                        # (B, 50, D)
         return [layer.cross_attn.keys_values(mem) for layer in self.layers]  # per layer 2 × (B, H, 50, Dk)
 
-    def _tokens(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def embed_tokens(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Word + position embeddings of tokens (B, T) at positions offset.. : (B, T, D)."""
         T = tokens.shape[1]
         pos = torch.arange(offset, offset + T, device=tokens.device)
         return self.drop(self.embed(tokens) + self.pos(pos))         # (B, T, D)
 
+    def run_layers(self, x: torch.Tensor, attend, rows: int | None = None) -> torch.Tensor:
+        """The layer stack, teacher-forced: token embeddings x (B, T, D) → (B, T, D), before ``ln_f``.
+
+        ``attend(y, i)``: layer i's cross-attention of its normalised input y (B, T, D) over the memory.
+        ``rows``: x is one token sequence (B = 1) shared by ``rows`` memories; the first self-attention,
+        which reads only the tokens, runs once and its output is broadcast to the ``rows`` rows."""
+        for i, layer in enumerate(self.layers):
+            x, _ = layer.attend_self(x)
+            if i == 0 and rows is not None:
+                x = x.expand(rows, -1, -1)
+            x = layer.feed_forward(layer.attend_memory(x, attend, i))
+        return x
+
     def forward(self, memory, tokens: torch.Tensor) -> torch.Tensor:
-        x = self._tokens(tokens)                                     # (B, T, D)
-        for layer, mem_kv in zip(self.layers, memory):
-            x, _ = layer(x, mem_kv)
+        x = self.run_layers(self.embed_tokens(tokens),
+                            lambda y, i: self.layers[i].cross_attn(y, *memory[i]))   # (B, T, D)
         return self.head(self.ln_f(x))                               # (B, T, V)
 
     # incremental decoding -----------------------------------------------------
@@ -154,7 +180,7 @@ class TransformerDecoder(nn.Module):
         return {"memory": memory, "cache": [(None, None)] * len(self.layers), "t": 0}
 
     def step(self, state, prev: torch.Tensor):
-        x = self._tokens(prev[:, None], offset=state["t"])            # (B, 1, D)
+        x = self.embed_tokens(prev[:, None], offset=state["t"])       # (B, 1, D)
         new_cache = []
         for layer, mem_kv, cache in zip(self.layers, state["memory"], state["cache"]):
             x, cache = layer(x, mem_kv, cache)

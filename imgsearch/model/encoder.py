@@ -13,7 +13,6 @@ the file's SHA-256 is checked against a pinned value before it is unpickled
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imgsearch.errors import ModelError
+from imgsearch.files import sha256_file
 
-class WeightsError(RuntimeError):
+
+class WeightsError(ModelError, RuntimeError):
     """A weights file is missing, corrupt or not the one we pinned."""
 
 
@@ -58,20 +60,12 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
 
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verified_state_dict(path: str | Path, sha256: str) -> dict:
     """Load a state dict after checking its SHA-256; clear errors, never a pickle traceback."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != sha256:
         raise WeightsError(
             f"weights file {path} has SHA-256 {digest}, expected {sha256}; "

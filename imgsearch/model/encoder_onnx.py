@@ -15,23 +15,20 @@ and cached as
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import logging
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from imgsearch.errors import ModelError
 
 GRAPH_VERSION = 2          # 2: the grid carries the mid-level block outputs too
 TOLERANCE = 1e-3          # max |ONNX − PyTorch| on the check batch, grid and logits
 log = logging.getLogger(__name__)
 
 
-class OnnxEncoderError(RuntimeError):
+class OnnxEncoderError(ModelError, RuntimeError):
     """The ONNX encoder could not be built or does not match PyTorch."""
 
 
@@ -45,20 +42,16 @@ def _check_batch(size: int) -> torch.Tensor:
     return torch.randn(2, 3, size, size, generator=g)
 
 
-def export_onnx(encoder, dest: Path) -> Path:
-    """Export ``encoder`` (grid, logits) with a dynamic batch axis, verify it against PyTorch and
-    write it atomically with its SHA-256 beside it."""
+def export_onnx(encoder) -> bytes:
+    """``encoder`` (grid, logits) as a serialised ONNX graph with a dynamic batch axis, verified against
+    PyTorch on a fixed batch (OnnxEncoderError when it strays)."""
     import onnxruntime as ort
 
-    size = encoder.spec.image_size
-    x = _check_batch(size)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(encoder.cpu().eval(), (x,), buf, input_names=["images"], output_names=["grid", "logits"],
-                          dynamic_axes={"images": {0: "batch"}, "grid": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    data = buf.getvalue()
+    from imgsearch.artifacts import export_torch
+
+    x = _check_batch(encoder.spec.image_size)
+    data = export_torch(encoder.cpu().eval(), (x,), input_names=["images"], output_names=["grid", "logits"],
+                        dynamic_axes={"images": {0: "batch"}, "grid": {0: "batch"}, "logits": {0: "batch"}})
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     og, ol = sess.run(None, {"images": x.numpy()})
     with torch.inference_mode():
@@ -66,12 +59,7 @@ def export_onnx(encoder, dest: Path) -> Path:
     err = max(float(np.abs(og - tg.numpy()).max()), float(np.abs(ol - tl.numpy()).max()))
     if not err <= TOLERANCE:
         raise OnnxEncoderError(f"exported encoder differs from PyTorch by {err:.2e} (> {TOLERANCE})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
-    Path(f"{dest}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
-    return dest
+    return data
 
 
 class OnnxImageEncoder:
@@ -83,32 +71,15 @@ class OnnxImageEncoder:
     @classmethod
     def for_encoder(cls, encoder, cache_dir: str | Path | None = None, threads: int | None = None
                     ) -> "OnnxImageEncoder":
-        import onnxruntime as ort
+        """The cached graph of ``encoder`` (exported first when missing or damaged; kept in memory only
+        when the cache cannot be written)."""
+        from imgsearch.artifacts import load_or_build, ort_session
+        from imgsearch.files import cache_dir as default_cache
 
-        from imgsearch.text.embed import default_cache_dir
-
-        path = onnx_path(encoder, cache_dir if cache_dir is not None else default_cache_dir())
-        data = None
-        if path.is_file():
-            data = path.read_bytes()
-            want = Path(f"{path}.sha256").read_text().strip() if Path(f"{path}.sha256").is_file() else ""
-            if hashlib.sha256(data).hexdigest() != want:
-                log.warning("cached ONNX encoder %s is damaged: exporting it again", path)
-                data = None
-        if data is None:
-            try:
-                export_onnx(encoder, path)
-                data = path.read_bytes()
-            except OSError:                      # read-only cache folder: export into a temporary one
-                import tempfile
-
-                with tempfile.TemporaryDirectory() as d:
-                    data = export_onnx(encoder, Path(d) / path.name).read_bytes()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-        return cls(sess, encoder.spec)
+        path = onnx_path(encoder, cache_dir if cache_dir is not None else default_cache())
+        model = load_or_build(path, lambda: export_onnx(encoder),
+                              lambda p: log.warning("cached ONNX encoder %s is damaged: exporting it again", p))
+        return cls(ort_session(model, int(threads or torch.get_num_threads())), encoder.spec)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = np.ascontiguousarray(images.detach().cpu().float().numpy())   # NCHW

@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from imgsearch.errors import UserError
 
 
 def evaluate_captions(captions: str | Path, images: str | Path, captioner=None, beam: int = 3,
                       batch_size: int = 32, workers: int | None = None, device: str = "auto",
                       limit: int | None = None) -> dict:
     """Caption every image of ``captions`` found in ``images`` and score against its references."""
-    from imgsearch.indexer.pipeline import batches, default_workers
+    from imgsearch.indexer.loader import batches, default_workers
     from .captioner import Captioner
     from .coco import load_captions
     from .metrics import corpus_scores
@@ -30,7 +31,7 @@ def evaluate_captions(captions: str | Path, images: str | Path, captioner=None, 
                 hyps[i] = d.caption
     seconds = time.time() - t0
     if not hyps:
-        raise ValueError(f"none of the {len(paths)} images listed in {captions} could be read from {images}")
+        raise UserError(f"none of the {len(paths)} images listed in {captions} could be read from {images}")
     scores = corpus_scores(hyps, {i: references[i] for i in hyps})
     return {**scores, "images": len(hyps), "failed": len(missing), "beam": beam, "model": cap.version,
             "seconds": round(seconds, 2), "images_per_s": round(len(hyps) / seconds, 2),

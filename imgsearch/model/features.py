@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from imgsearch.files import atomic_write
+
 from .encoder import ImageEncoder
 from .preprocess import fit_square, to_tensor
 
@@ -72,5 +74,5 @@ def feature_cache(
     del grid, logits
     (cache_dir / "grid.tmp.npy").replace(cache_dir / "grid.npy")
     (cache_dir / "logits.tmp.npy").replace(cache_dir / "logits.npy")
-    meta_path.write_text(json.dumps(meta))
+    atomic_write(meta_path, json.dumps(meta))   # last: the cache counts as complete only once it is there
     return (np.load(cache_dir / "grid.npy", mmap_mode="r"), np.load(cache_dir / "logits.npy", mmap_mode="r"))

@@ -28,7 +28,6 @@ and writes it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -115,8 +114,8 @@ def _scorer_module(decoder):
                 bv.append(b[D:].view(H, 1, self.dk).contiguous())                          # (H, 1, dk)
             self.wk, self.wvt, self.bv = wk, wvt, bv
 
-        def cross(self, i: int, layer, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
-            att = layer.cross_attn
+        def cross(self, x: torch.Tensor, i: int, mem: torch.Tensor) -> torch.Tensor:
+            att = self.dec.layers[i].cross_attn
             K, T, _ = x.shape
             q = att.q(x).view(K, T, self.h, self.dk).transpose(1, 2)          # (K, H, T, dk)
             qk = (q @ self.wk[i]) * (1.0 / math.sqrt(self.dk))                 # (K, H, T, D)
@@ -131,15 +130,8 @@ def _scorer_module(decoder):
             mem = g.norm(x + g.pos)                                            # (K, 50, D)
             inp = tokens[:, :-1]
             K = inp.shape[0]
-            h = dec._tokens(inp[:1])                                           # (1, T, D): same for every row
-            for i, layer in enumerate(dec.layers):
-                a = layer.ln1(h)
-                k, v = layer.self_attn.keys_values(a)
-                h = h + layer.self_attn(a, k, v, causal=True)
-                if i == 0:
-                    h = h.expand(K, -1, -1)                                    # (K, T, D)
-                h = h + self.cross(i, layer, layer.ln2(h), mem)
-                h = h + layer.mlp(layer.ln3(h))
+            h = dec.embed_tokens(inp[:1])                                      # (1, T, D): same for every row
+            h = dec.run_layers(h, lambda y, i: self.cross(y, i, mem), rows=K)  # (K, T, D)
             logits = dec.head(dec.ln_f(h))                                     # (K, T, V)
             lp = F.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]   # (K, T-1)
             return lp * (tokens[:, 1:] != 0).to(lp.dtype)                      # (K, T-1)
@@ -150,7 +142,7 @@ def _scorer_module(decoder):
 def supports(captioner) -> bool:
     """Whether the captioner's decoder can score queries from stored cells (the Transformer can)."""
     dec = getattr(captioner, "decoder", None)
-    return hasattr(getattr(dec, "grid", None), "proj") and hasattr(dec, "layers")
+    return hasattr(getattr(dec, "grid", None), "proj") and hasattr(dec, "run_layers")
 
 
 def cells_from_grid(captioner, grid) -> np.ndarray:
@@ -172,16 +164,17 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
     write it atomically with its vocabulary (.json) and SHA-256 (.sha256) beside it.
 
     ``quantize``: int8 weights with dynamic int8 activations for the matrix products (onnxruntime's
-    quantize_dynamic): 2.2× faster on this CPU (30 candidates, 13 tokens, 2 threads: 10.8 vs 23.6 ms for
-    the first form of this graph; 9.5 ms int8 for the current one)
-    for log-likelihoods within ~0.4 nats of fp32 (correlation 0.99998, on real cells)."""
+    quantize_dynamic): about 2× faster on a 2-core CPU, with log-likelihoods within ~0.4 nats of fp32
+    (correlation 0.99998, on real cells)."""
     import contextlib
     import io
     import tempfile
-    import warnings
 
     import onnxruntime as ort
     import torch
+
+    from imgsearch.artifacts import export_torch, write_verified
+    from imgsearch.files import atomic_write
 
     dec = captioner.decoder
     module = _scorer_module(dec).cpu()
@@ -189,13 +182,8 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
     g = torch.Generator().manual_seed(7)
     cells = torch.randn(3, dec.cfg.n_cells, D, generator=g)
     tokens = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0], [1, 4, 5, 6, 7, 2]]) % dec.cfg.vocab_size
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (cells, tokens), buf, input_names=["cells", "tokens"], output_names=["token_logp"],
-                          dynamic_axes={"cells": {0: "k"}, "tokens": {0: "k", 1: "t"}, "token_logp": {0: "k", 1: "t"}},
-                          opset_version=17, dynamo=False)
-    data = buf.getvalue()
+    data = export_torch(module, (cells, tokens), input_names=["cells", "tokens"], output_names=["token_logp"],
+                        dynamic_axes={"cells": {0: "k"}, "tokens": {0: "k", 1: "t"}, "token_logp": {0: "k", 1: "t"}})
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"cells": cells.numpy(), "tokens": tokens.numpy()})[0]
     with torch.inference_mode():
@@ -222,16 +210,10 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
         if not (np.abs(qs - ws).max() <= 0.05 * max(1.0, float(np.abs(ws).max()))
                 and list(np.argsort(qs)) == list(np.argsort(ws))):
             raise RuntimeError(f"int8 scorer strays from PyTorch: {qs} vs {ws}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     info = {"version": captioner.version, "vocab": list(captioner.vocab.words), "max_len": captioner.config.max_len,
             "n_cells": dec.cfg.n_cells, "d_model": D}
-    tmp = dest.with_suffix(f".tmp{os.getpid()}")
-    Path(f"{dest}.json.tmp{os.getpid()}").write_text(json.dumps(info))
-    os.replace(f"{dest}.json.tmp{os.getpid()}", f"{dest}.json")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
-    Path(f"{dest}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
-    return dest
+    atomic_write(f"{dest}.json", json.dumps(info))
+    return write_verified(dest, data)
 
 
 def token_weights(vocab) -> np.ndarray:
@@ -272,29 +254,25 @@ class QueryScorer:
     def load(cls, version: str, cache_dir: str | Path | None = None, threads: int | None = None
              ) -> "QueryScorer | None":
         """The cached scorer of checkpoint ``version``, or None when there is none (or it is damaged)."""
-        from imgsearch.text.embed import default_cache_dir
+        from imgsearch.artifacts import ort_session, read_verified
+        from imgsearch.files import cache_dir as default_cache
 
         from .vocab import Vocab
 
-        path = scorer_path(version, cache_dir if cache_dir is not None else default_cache_dir())
+        path = scorer_path(version, cache_dir if cache_dir is not None else default_cache())
+        if not path.is_file():
+            return None
         try:
-            data = path.read_bytes()
-            want = Path(f"{path}.sha256").read_text().strip()
             info = json.loads(Path(f"{path}.json").read_text())
         except (OSError, ValueError):
             return None
-        if hashlib.sha256(data).hexdigest() != want or info.get("version") != version:
+        if read_verified(path) is None or info.get("version") != version:
             log.warning("cached query scorer %s is damaged: ignoring it", path)
             return None
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, int(threads or min(4, os.cpu_count() or 1)))
-        so.inter_op_num_threads = 1
         # worker threads spin within a run (many small ops) but stop when it ends: the next query's MiniLM
         # and BM25 need these cores (spinning on: scoring 9.5 ms but the next MiniLM 6 -> 10 ms; off: 12 ms)
-        so.add_session_config_entry("session.force_spinning_stop", "1")
-        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, max(1, int(threads or min(4, os.cpu_count() or 1))),
+                           config={"session.force_spinning_stop": "1"})
         return cls(version, Vocab(list(info["vocab"])), int(info["max_len"]),
                    lambda cells, tokens: sess.run(None, {"cells": cells, "tokens": tokens})[0])
 
@@ -304,9 +282,9 @@ class QueryScorer:
         decoder itself when exporting fails. None for decoders that cannot score (LSTM)."""
         if not supports(captioner):
             return None
-        from imgsearch.text.embed import default_cache_dir
+        from imgsearch.files import cache_dir as default_cache
 
-        cache = Path(cache_dir if cache_dir is not None else default_cache_dir())
+        cache = Path(cache_dir if cache_dir is not None else default_cache())
         got = cls.load(captioner.version, cache)
         if got is not None:
             return got
@@ -315,7 +293,9 @@ class QueryScorer:
             got = cls.load(captioner.version, cache)
             if got is not None:
                 return got
-        except Exception as e:  # read-only cache, no onnxruntime, export failure: torch will do
+        # broad: whatever stops the export (read-only cache, no onnxruntime, exporter or onnxruntime errors of
+        # their own types, a graph that strays) must fall back to scoring with torch, never fail the caller
+        except Exception as e:
             log.warning("query scorer not exported (%s: %s); scoring with PyTorch", type(e).__name__, e)
         return cls.from_torch(captioner)
 

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imgsearch.files import atomic_open
+from imgsearch.text import EMBED_DIM
+
 from .captioner import Captioner, resolve_device
 from .config import ProjectionTrainConfig, TrainConfig
 from .coco import load_captions
@@ -207,10 +210,10 @@ def train(cfg: TrainConfig, log=None) -> dict:
         history.append(entry)
         log(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in entry.items()) + (" (best)" if improved else ""), final=True)
-        torch.save({"decoder": decoder.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "best": best, "bad_epochs": bad_epochs, "history": history,
-                    "rng": torch.get_rng_state(), "vocab": list(vocab.words)}, out / "last.tmp")
-        (out / "last.tmp").replace(resume_path)
+        with atomic_open(resume_path) as f:
+            torch.save({"decoder": decoder.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1, "best": best, "bad_epochs": bad_epochs, "history": history,
+                        "rng": torch.get_rng_state(), "vocab": list(vocab.words)}, f)
         (out / "history.json").write_text(json.dumps(history, indent=2))
     result = {"best_dev_cider": best, "history": history, "checkpoint": str(out / "best.pt"),
               "seconds": time.time() - t_start}
@@ -257,7 +260,7 @@ def config_fields() -> list[str]:
 # ----------------------------------------------------------------------------- photo → text projection
 
 def _caption_embeddings(captions: list[list[str]], per_image: int, path: Path, log) -> np.ndarray:
-    """(N, per_image, 384) MiniLM embeddings of each photo's references, cached in ``path``."""
+    """(N, per_image, EMBED_DIM) MiniLM embeddings of each photo's references, cached in ``path``."""
     from imgsearch.text.embed import TextEmbedder
 
     flat = [caps[j % len(caps)] for caps in captions for j in range(per_image)]
@@ -266,11 +269,11 @@ def _caption_embeddings(captions: list[list[str]], per_image: int, path: Path, l
     if cached.exists():
         return np.load(cached)
     emb = TextEmbedder.load()
-    out = np.empty((len(flat), 384), dtype=np.float32)
+    out = np.empty((len(flat), EMBED_DIM), dtype=np.float32)
     for s in range(0, len(flat), 2048):
         out[s:s + 2048] = emb.embed(flat[s:s + 2048], batch_size=256)
         log(f"caption embeddings: {min(s + 2048, len(flat))}/{len(flat)}", final=s + 2048 >= len(flat))
-    out = out.reshape(len(captions), per_image, 384)
+    out = out.reshape(len(captions), per_image, EMBED_DIM)
     cached.parent.mkdir(parents=True, exist_ok=True)
     np.save(cached, out)
     return out

@@ -2,11 +2,11 @@
 query can name the checkpoint (and find its cached query scorer) at no start-up cost."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from importlib import resources
 from pathlib import Path
+
+from imgsearch.files import atomic_write, cache_dir, sha256_file
 
 SHIPPED_NAME = "captioner.pt"
 # What an index run stores per photo besides captions/tags/embeddings; part of the version a photo is
@@ -30,9 +30,7 @@ def checkpoint_version(path: str | Path | None = None, memo: str | Path | None =
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     if memo is None:
-        from imgsearch.text.embed import default_cache_dir
-
-        memo = default_cache_dir() / "models" / "checkpoint-digests.json"
+        memo = cache_dir() / "models" / "checkpoint-digests.json"
     memo = Path(memo)
     try:
         known = json.loads(memo.read_text())
@@ -40,18 +38,11 @@ def checkpoint_version(path: str | Path | None = None, memo: str | Path | None =
         known = {}
     hexdigest = known.get(key) if isinstance(known, dict) else None
     if not (isinstance(hexdigest, str) and len(hexdigest) == 64):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        hexdigest = digest.hexdigest()
+        hexdigest = sha256_file(path)
         try:
             known = known if isinstance(known, dict) else {}
             known[key] = hexdigest
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(known))
-            os.replace(tmp, memo)
+            atomic_write(memo, json.dumps(known))
         except OSError:
             pass
     return f"{path.stem}-{hexdigest[:12]}{DESCRIPTION_FORMAT}"

@@ -17,44 +17,35 @@ Index types (pluggable via `index_type`; `choose_index_type(count)` picks one fo
             indexes would hold 3 GB in RAM and scan 1.5 GB per query. Trained on the first
             IVF_TRAIN_PER_LIST·nlist vectors of the build; rebuilt when the index has grown
             4× past what it was trained on. Recall@10 against exact search: bench/query_latency.py.
-  "hnsw"    faiss.IndexHNSWFlat(dim, M, METRIC_INNER_PRODUCT) with our own internal->photo id labels;
-            removals are tombstones (filtered at search, compacted when > 25 % are dead). Kept for
-            the benchmark's comparison (full float vectors plus links: larger than flat).
 
-File format (one file, replaced atomically: write tmp in the same folder, fsync, os.replace, fsync dir):
-  b"IMGSVEC1" | uint32 little-endian header length | header JSON
-    {"format": 1, "revision": ..., "count": live vectors, "dim": ..., "index_type": ..., "ntotal": ...,
-     "labels": bool, "faiss_bytes": n}
-  | [hnsw only: labels .npy (int64, -1 = removed)] | FAISS index (faiss.write_index stream).
+The file format is in search/vector_file.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import struct
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from imgsearch.files import atomic_open
+from imgsearch.search import vector_file
+from imgsearch.search.vector_file import FORMAT
+from imgsearch.text import EMBED_DIM
 
 __all__ = ["VectorIndex", "INDEX_TYPES", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"IMGSVEC1"
-FORMAT = 1
-INDEX_TYPES = ("flat", "hnsw", "ivfsq8")
+INDEX_TYPES = vector_file.INDEX_TYPES
 _BRUTE_FORCE_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reconstruction
 IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
 FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
 IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
-IVF_NPROBE = 128          # cells searched per query: recall@10 vs exact at 1M (bench/query_latency.py) 0.956 caption, 0.97+ image
+IVF_NPROBE = 128          # cells searched per query (recall@10 against exact search: bench/query_latency.py)
 
 
 def choose_index_type(count: int, current: str | None = None) -> str:
@@ -96,29 +87,18 @@ def _as_vecs(vecs, dim: int) -> np.ndarray:
 class VectorIndex:
     """FAISS inner-product index keyed by int64 photo id."""
 
-    def __init__(self, dim: int = 384, index_type: str = "flat", *, revision: Any = None,
-                 path: str | os.PathLike | None = None, hnsw_m: int = 32, ef_construction: int = 80,
-                 ef_search: int = 128, nlist: int = 1024, nprobe: int = IVF_NPROBE):
+    def __init__(self, dim: int = EMBED_DIM, index_type: str = "flat", *, revision: Any = None,
+                 path: str | os.PathLike | None = None, nlist: int = 1024, nprobe: int = IVF_NPROBE):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, not {index_type!r}")
         self.dim = int(dim)
         self.index_type = index_type
         self.revision = revision
         self.path = Path(path) if path is not None else None
-        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self.nlist, self.nprobe, self.trained_on = int(nlist), int(nprobe), 0
         self._lock = threading.RLock()
         faiss = _faiss()
-        if index_type == "flat":
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-            self._labels = None
-        elif index_type == "ivfsq8":
-            self._index = self._new_ivf()
-            self._labels = None
-        else:
-            self._index = self._new_hnsw()
-            self._labels = np.empty(0, dtype=np.int64)  # internal position -> photo id (-1 = removed)
-            self._pos: dict[int, int] = {}               # live photo id -> internal position
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)) if index_type == "flat" else self._new_ivf()
 
     def _new_ivf(self):
         faiss = _faiss()
@@ -127,19 +107,10 @@ class VectorIndex:
                                             faiss.METRIC_INNER_PRODUCT)
         return idx                                  # (faiss's wrapper keeps a reference to the quantizer)
 
-    def _new_hnsw(self):
-        faiss = _faiss()
-        idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        idx.hnsw.efConstruction = self.ef_construction
-        idx.hnsw.efSearch = self.ef_search
-        return idx
-
     # ------------------------------------------------------------ size / membership
     def __len__(self) -> int:
         with self._lock:
-            if self._labels is None:
-                return int(self._index.ntotal)
-            return len(self._pos)
+            return int(self._index.ntotal)
 
     def ids(self) -> np.ndarray:
         """Photo ids in the index (unordered)."""
@@ -150,15 +121,11 @@ class VectorIndex:
                 parts = [faiss.rev_swig_ptr(inv.get_ids(c), inv.list_size(c)).copy()
                          for c in range(inv.nlist) if inv.list_size(c)]
                 return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
-            if self._labels is None:
-                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-            return np.fromiter(self._pos.keys(), dtype=np.int64, count=len(self._pos))
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def __contains__(self, photo_id: int) -> bool:
         with self._lock:
-            if self._labels is None:
-                return bool(np.any(self.ids() == int(photo_id)))
-            return int(photo_id) in self._pos
+            return bool(np.any(self.ids() == int(photo_id)))
 
     # ------------------------------------------------------------ mutation
     def add(self, ids, vectors) -> None:
@@ -174,19 +141,11 @@ class VectorIndex:
             keep = np.sort(len(ids) - 1 - last)
             ids, vecs = ids[keep], vecs[keep]
         with self._lock:
-            if self._labels is None:
-                if self.index_type == "ivfsq8" and not self._index.is_trained:
-                    self.train(vecs)
-                if self._index.ntotal:
-                    self._index.remove_ids(_faiss().IDSelectorBatch(ids))
-                self._index.add_with_ids(vecs, ids)
-            else:
-                self._remove_hnsw(ids)
-                start = self._index.ntotal
-                self._index.add(vecs)
-                self._labels = np.concatenate([self._labels, ids])
-                for j, i in enumerate(ids.tolist()):
-                    self._pos[i] = start + j
+            if self.index_type == "ivfsq8" and not self._index.is_trained:
+                self.train(vecs)
+            if self._index.ntotal:
+                self._index.remove_ids(_faiss().IDSelectorBatch(ids))
+            self._index.add_with_ids(vecs, ids)
 
     def train(self, sample) -> None:
         """Fit the IVF cells (k-means) and the 8-bit quantiser on a sample of vectors ("ivfsq8" only).
@@ -214,36 +173,9 @@ class VectorIndex:
         if len(ids) == 0:
             return 0
         with self._lock:
-            if self._labels is None:
-                if not self._index.ntotal:
-                    return 0
-                return int(self._index.remove_ids(_faiss().IDSelectorBatch(ids)))
-            n = self._remove_hnsw(ids)
-            self._maybe_compact()
-            return n
-
-    def _remove_hnsw(self, ids: np.ndarray) -> int:
-        n = 0
-        for i in ids.tolist():
-            p = self._pos.pop(i, None)
-            if p is not None:
-                self._labels[p] = -1
-                n += 1
-        return n
-
-    def _maybe_compact(self, force: bool = False) -> None:
-        if self._labels is None:
-            return
-        dead = len(self._labels) - len(self._pos)
-        if dead and (force or dead > 0.25 * len(self._labels)):
-            live = np.flatnonzero(self._labels >= 0)
-            vecs = self._index.reconstruct_batch(live) if len(live) else np.empty((0, self.dim), np.float32)
-            ids = self._labels[live]
-            self._index = self._new_hnsw()
-            self._labels = np.empty(0, dtype=np.int64)
-            self._pos = {}
-            if len(ids):
-                self.add(ids, vecs)
+            if not self._index.ntotal:
+                return 0
+            return int(self._index.remove_ids(_faiss().IDSelectorBatch(ids)))
 
     # ------------------------------------------------------------ search
     def search(self, query, k: int = 10, allowed_ids: Iterable[int] | None = None):
@@ -269,10 +201,8 @@ class VectorIndex:
                 I, D = self._search_ivf(q, k, allowed)
             elif allowed is not None and len(allowed) <= _BRUTE_FORCE_MAX:
                 I, D = self._search_exact(q, k, allowed)
-            elif self._labels is None:
-                I, D = self._search_flat(q, k, allowed)
             else:
-                I, D = self._search_hnsw(q, k, allowed)
+                I, D = self._search_flat(q, k, allowed)
         D = D.astype(np.float32, copy=False)
         D[I < 0] = -np.inf
         if single:
@@ -305,38 +235,11 @@ class VectorIndex:
         D, I = self._index.search(q, kk, params=params)
         return self._pad(I, D, k)
 
-    def _search_hnsw(self, q, k, allowed):
-        faiss = _faiss()
-        ntotal = int(self._index.ntotal)
-        kk = min(k, len(self._pos))
-        if allowed is None:
-            if len(self._pos) == ntotal:
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk))
-                D, I = self._index.search(q, kk, params=params)
-            else:
-                bits = np.packbits(self._labels >= 0, bitorder="little")
-                sel = faiss.IDSelectorBitmap(ntotal, faiss.swig_ptr(bits))
-                params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.ef_search, kk))
-                D, I = self._index.search(q, kk, params=params)
-                del bits
-        else:
-            internal = np.asarray([self._pos[i] for i in allowed.tolist() if i in self._pos], dtype=np.int64)
-            sel = faiss.IDSelectorBatch(internal)
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.ef_search, kk))
-            D, I = self._index.search(q, kk, params=params)
-        ext = np.where(I >= 0, self._labels[np.maximum(I, 0)], -1)
-        return self._pad(ext, D, k)
-
     def _search_exact(self, q, k, allowed):
         """Exact scores over a small allowed set by reconstructing its vectors."""
-        if self._labels is None:
-            present = allowed[np.isin(allowed, self.ids())]
-            vecs = (np.stack([self._index.reconstruct(int(i)) for i in present.tolist()])
-                    if len(present) else np.empty((0, self.dim), np.float32))
-        else:
-            present = np.asarray([i for i in allowed.tolist() if i in self._pos], dtype=np.int64)
-            internal = np.asarray([self._pos[i] for i in present.tolist()], dtype=np.int64)
-            vecs = self._index.reconstruct_batch(internal) if len(internal) else np.empty((0, self.dim), np.float32)
+        present = allowed[np.isin(allowed, self.ids())]
+        vecs = (np.stack([self._index.reconstruct(int(i)) for i in present.tolist()])
+                if len(present) else np.empty((0, self.dim), np.float32))
         I = np.full((len(q), k), -1, dtype=np.int64)
         D = np.full((len(q), k), -np.inf, dtype=np.float32)
         if len(present) == 0:
@@ -362,90 +265,47 @@ class VectorIndex:
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike | None = None, revision: Any = None) -> Path:
         """Write the index atomically (tmp in the same folder, fsync, os.replace); returns the path."""
-        faiss = _faiss()
         path = Path(path) if path is not None else self.path
         if path is None:
             raise ValueError("no path to save the vector index to")
         if revision is not None:
             self.revision = revision
-        path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self._maybe_compact()
-            # The header is padded to a fixed size so it can be rewritten in place once the FAISS
-            # byte count is known (the index is streamed, not copied into memory first).
-            hlen = len(self._header(0)) + 32
-            with atomic_open(path) as f:
-                f.write(MAGIC + struct.pack("<I", hlen) + self._header(0).ljust(hlen))
-                if self._labels is not None:
-                    np.save(f, self._labels, allow_pickle=False)
-                start = f.tell()
-                writer = faiss.PyCallbackIOWriter(f.write)
-                faiss.write_index(self._index, writer)
-                del writer
-                nbytes = f.tell() - start
-                f.seek(len(MAGIC) + 4)
-                f.write(self._header(nbytes).ljust(hlen))
-            _fsync_dir(path.parent)
+            vector_file.write(path, self._index, {
+                "revision": self.revision, "count": len(self), "dim": self.dim, "index_type": self.index_type,
+                "nlist": self.nlist, "nprobe": self.nprobe, "trained_on": self.trained_on})
         self.path = path
         return path
-
-    def _header(self, faiss_bytes: int) -> bytes:
-        h = {"format": FORMAT, "revision": self.revision, "count": len(self), "dim": self.dim,
-             "index_type": self.index_type, "ntotal": int(self._index.ntotal),
-             "labels": self._labels is not None, "faiss_bytes": int(faiss_bytes), "hnsw_m": self.hnsw_m,
-             "nlist": self.nlist, "nprobe": self.nprobe, "trained_on": self.trained_on}
-        return json.dumps(h, sort_keys=True).encode()
 
     @staticmethod
     def read_header(path: str | os.PathLike) -> dict:
         """The header of a saved index (raises ValueError/OSError if it is not one)."""
-        with open(path, "rb") as f:
-            return _read_header(f, Path(path))
+        return vector_file.read_header(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kw) -> "VectorIndex":
         """Read a saved index; raises (OSError, ValueError, RuntimeError) if missing or damaged."""
         faiss = _faiss()
         path = Path(path)
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            h = _read_header(f, path)
-            kw.setdefault("nprobe", h.get("nprobe", IVF_NPROBE))
-            self = cls(dim=h["dim"], index_type=h["index_type"], revision=h["revision"], path=path,
-                       hnsw_m=h.get("hnsw_m", 32), nlist=h.get("nlist", 1024), **kw)
-            self.trained_on = int(h.get("trained_on", 0))
-            if h["labels"]:
-                labels = np.load(f, allow_pickle=False)
-                if labels.dtype != np.int64 or labels.ndim != 1 or len(labels) != h["ntotal"]:
-                    raise ValueError(f"{path}: bad label table")
-            start = f.tell()
-            if start + h["faiss_bytes"] != size:
-                raise ValueError(f"{path}: truncated or padded ({size} bytes, expected {start + h['faiss_bytes']})")
-            reader = faiss.PyCallbackIOReader(f.read)
-            index = faiss.read_index(reader)
-            del reader
+        h, index = vector_file.read(path)
+        kw.setdefault("nprobe", h.get("nprobe", IVF_NPROBE))
+        self = cls(dim=h["dim"], index_type=h["index_type"], revision=h["revision"], path=path,
+                   nlist=h.get("nlist", 1024), **kw)
+        self.trained_on = int(h.get("trained_on", 0))
         if index.d != self.dim or index.ntotal != h["ntotal"]:
             raise ValueError(f"{path}: index has d={index.d} ntotal={index.ntotal}, header says {h}")
-        if h["labels"]:
-            index.hnsw.efSearch = self.ef_search
-            self._index = index
-            self._labels = labels
-            live = np.flatnonzero(labels >= 0)
-            self._pos = dict(zip(labels[live].tolist(), live.tolist()))
-        elif h["index_type"] == "ivfsq8":
+        if h["index_type"] == "ivfsq8":
             if not isinstance(index, faiss.IndexIVFScalarQuantizer) or index.nlist != self.nlist:
                 raise ValueError(f"{path}: not an IVF-SQ8 index with {self.nlist} cells")
-            self._index = index
-        else:
-            if not isinstance(index, faiss.IndexIDMap2):
-                raise ValueError(f"{path}: not an IndexIDMap2")
-            self._index = index
+        elif not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"{path}: not an IndexIDMap2")
+        self._index = index
         if len(self) != h["count"]:
             raise ValueError(f"{path}: {len(self)} vectors, header says {h['count']}")
         return self
 
     @classmethod
-    def build(cls, batches: Iterable[tuple[Any, Any]], dim: int = 384, index_type: str = "flat",
+    def build(cls, batches: Iterable[tuple[Any, Any]], dim: int = EMBED_DIM, index_type: str = "flat",
               revision: Any = None, count: int | None = None, sample: Callable[[int], Any] | None = None,
               **kw) -> "VectorIndex":
         """A new index from (ids, vectors) batches.
@@ -482,7 +342,7 @@ class VectorIndex:
 
     @classmethod
     def open(cls, path: str | os.PathLike, revision: Any, loader: Callable[[], Iterable[tuple[Any, Any]]],
-             dim: int = 384, index_type: str | None = "flat", count: int | Callable[[], int] | None = None,
+             dim: int = EMBED_DIM, index_type: str | None = "flat", count: int | Callable[[], int] | None = None,
              sample: Callable[[int], Any] | None = None, **kw) -> "VectorIndex":
         """The index at path if it is readable and matches (revision, dim, index_type — None: any type);
         otherwise rebuilt from loader() and saved there (a failed save is logged, the index is still returned).
@@ -493,11 +353,11 @@ class VectorIndex:
         try:
             h = cls.read_header(path)
             if h.get("revision") == revision and h.get("dim") == dim and index_type in (None, h.get("index_type")):
-                return cls.load(path, **{k: v for k, v in kw.items() if k in ("ef_construction", "ef_search", "nprobe")})
+                return cls.load(path, **{k: v for k, v in kw.items() if k == "nprobe"})
             log.info("vector index %s is stale (revision %r, store %r): rebuilding", path, h.get("revision"), revision)
         except FileNotFoundError:
             log.info("vector index %s missing: building", path)
-        except Exception as e:  # unreadable/damaged: rebuild
+        except Exception as e:  # noqa: BLE001 - a damaged cache of any kind (OSError, ValueError, FAISS's RuntimeError, bad JSON) is rebuilt, never fatal
             log.warning("vector index %s unreadable (%s): rebuilding", path, e)
         n = count() if callable(count) else count
         idx = cls.build(loader(), dim=dim, index_type=index_type or choose_index_type(n or 0),
@@ -510,30 +370,11 @@ class VectorIndex:
         return idx
 
 
-def _read_header(f, path: Path) -> dict:
-    magic = f.read(len(MAGIC))
-    if magic != MAGIC:
-        raise ValueError(f"{path}: not an imgsearch vector index")
-    (n,) = struct.unpack("<I", f.read(4))
-    if n > 1 << 20:
-        raise ValueError(f"{path}: bad header length {n}")
-    raw = f.read(n)
-    if len(raw) != n:
-        raise ValueError(f"{path}: truncated header")
-    h = json.loads(raw.decode())
-    if h.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {h.get('format')!r}, this imgsearch reads {FORMAT}")
-    if h.get("index_type") not in INDEX_TYPES:
-        raise ValueError(f"{path}: unknown index type {h.get('index_type')!r}")
-    return h
-
-
 @contextlib.contextmanager
 def _omp_threads(n: int | None):
     """Run FAISS with ``n`` OpenMP threads inside the block (None: unchanged). A single query gains
-    nothing from threads, and OpenMP's hand-off costs milliseconds on a busy 2-core machine:
-    flat k=40 search over 3,000 vectors 8.0 ms with 2 threads vs 0.09 ms with 1; 100,000 vectors
-    31.5 vs 8.1 ms (measured while two training jobs held both cores). The setting is per thread."""
+    nothing from threads, and OpenMP's hand-off costs milliseconds on a busy 2-core machine (measured:
+    bench/results/). The setting is per thread."""
     if n is None:
         yield
         return
@@ -554,16 +395,3 @@ def _iter_batches(batches) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         return
     for ids, vecs in batches:
         yield ids, vecs
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

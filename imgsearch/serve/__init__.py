@@ -44,15 +44,15 @@ def host_warning(host: str) -> str | None:
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for ``host:port`` (port 0 = any free port); LibraryError with a clear reason."""
-    from imgsearch.library import LibraryError
+    """A bound TCP socket for ``host:port`` (port 0 = any free port); :class:`UserError` with a clear reason."""
+    from imgsearch.errors import UserError
 
     if not 0 <= int(port) <= 65535:
-        raise LibraryError(f"--port must be between 0 and 65535, not {port}")
+        raise UserError(f"--port must be between 0 and 65535, not {port}")
     try:
         infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as e:
-        raise LibraryError(f"cannot listen on {host}: unknown host ({e})") from None
+        raise UserError(f"cannot listen on {host}: unknown host ({e})") from None
     family, stype, proto, _, addr = infos[0]
     sock = socket.socket(family, stype, proto)
     try:
@@ -61,7 +61,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.listen(128)  # connections queue from now on, before the server loop starts
     except OSError as e:
         sock.close()
-        raise LibraryError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -81,8 +81,8 @@ def serve_command(db: str | os.PathLike | None = None, host: str = DEFAULT_HOST,
     (or SIGTERM); then return normally.
 
     Binds ``127.0.0.1`` unless ``host`` says otherwise (then warns on stderr, and accepts any
-    Host header). Raises :class:`imgsearch.library.LibraryError` for a missing library or a port
-    that cannot be used."""
+    Host header). Raises an :class:`imgsearch.errors.ImgsearchError` for a missing library or a port that
+    cannot be used."""
     import uvicorn
 
     from imgsearch.library import Library

@@ -16,8 +16,11 @@ Endpoints (all GET, all read-only):
     /photo/{id}            the full photo (as is when a browser can show it, else converted to JPEG)
     /thumb/{id}            a thumbnail, longest side 320 px, cached in <library dir>/thumbs/
 
-Errors are JSON ``{"detail": "one clear sentence"}``: 400 for a bad query/mode/folder/k, 404 for
-anything that is not a photo of the library (photos are addressed by integer id only).
+Errors are JSON ``{"detail": "one clear sentence"}``, with the status of the error's kind
+(:mod:`imgsearch.errors`, mapped in one handler here): 400 for a bad query/mode/folder/k
+(:class:`BadRequest`, a UserError), 404 for anything that is not a photo of the library (photos are
+addressed by integer id only; the body never says why), 503 when a model or the library file cannot
+be used.
 Every response carries a Content-Security-Policy (``default-src 'self'``) and ``nosniff``; requests
 whose Host header is not a loopback name are refused (DNS-rebinding guard) unless the server was
 started for other hosts.
@@ -40,8 +43,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
-from imgsearch.serve import details as D
-from imgsearch.serve import thumbs as T
+from imgsearch.errors import ImgsearchError, NotFoundError, UserError
+from imgsearch.hits import Hit
+from imgsearch.serve import details, thumbs
 
 log = logging.getLogger("imgsearch.serve")
 
@@ -51,7 +55,9 @@ MAX_FOLDER_CHARS = 4096
 DEFAULT_K = 24
 MAX_K = 200
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-MODE_LABELS = {"hybrid": "hybrid", "bm25": "keywords (BM25)", "dense": "dense (caption)", "image": "image"}
+# the page's names for the modes: "dense" is the query against the caption embeddings, "image" against the photo ones
+MODE_LABELS = {"hybrid": "hybrid", "bm25": "keywords (BM25)", "dense": "dense (caption embeddings)",
+               "image": "image (photo embeddings)"}
 CSP = ("default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 SECURITY_HEADERS = {
@@ -66,16 +72,12 @@ PHOTO_CACHE = "private, no-cache"          # revalidate every time (cheap: ETag 
 API_CACHE = "no-store"
 
 
-class BadRequest(Exception):
-    pass
+class BadRequest(UserError):
+    """A query, mode, folder or k the API cannot take: HTTP 400 with the message."""
 
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers={"cache-control": API_CACHE})
-
-
-def _not_found() -> JSONResponse:
-    return _error(404, "no such photo")
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -117,7 +119,7 @@ def clean_folder(lib, folder: str | None) -> str | None:
         root = resolve_root(expanded)
     except (OSError, ValueError):
         root = None
-    if root is None or D.count_under(lib, root) == 0:
+    if root is None or details.count_under(lib, root) == 0:
         raise BadRequest(f"no photos in the library under {folder}")  # same answer whether it exists or not
     return root
 
@@ -125,9 +127,9 @@ def clean_folder(lib, folder: str | None) -> str | None:
 def supported_modes(lib) -> tuple[str, ...]:
     modes = getattr(lib, "modes", None)
     if not modes:
-        from imgsearch import library as L
+        from imgsearch.library import MODES
 
-        modes = getattr(L, "MODES", ("hybrid", "bm25", "dense"))
+        modes = MODES
     return tuple(modes)
 
 
@@ -139,19 +141,12 @@ def _finite(x: Any) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-def hit_json(h) -> dict:
-    return {
-        "id": int(h.id),
-        "rank": int(getattr(h, "rank", 0) or 0),
-        "path": h.path,
-        "name": os.path.basename(h.path),
-        "score": _finite(h.score),
-        "caption": h.caption or "",
-        "keywords": list(h.keywords or []),
-        "tags": list(getattr(h, "tags", None) or []),
-        "thumb_url": f"/thumb/{int(h.id)}",
-        "photo_url": f"/photo/{int(h.id)}",
-    }
+def hit_json(h: Hit) -> dict:
+    """A hit as the API returns it: :meth:`Hit.to_dict` with a finite score (JSON has no NaN), plus what
+    only the page needs: the file name and the thumbnail and photo URLs."""
+    d = h.to_dict()
+    return {**d, "score": _finite(d["score"]), "name": os.path.basename(d["path"]),
+            "thumb_url": f"/thumb/{d['id']}", "photo_url": f"/photo/{d['id']}"}
 
 
 def _etag_matches(request: Request, etag: str) -> bool:
@@ -205,16 +200,14 @@ class _Guard:
 
 def warm(lib) -> None:
     """Load the text embedder, FAISS and BM25 caches now, so the first query is as fast as the rest."""
-    from imgsearch.library import LibraryError
-
-    with contextlib.suppress(LibraryError):
+    with contextlib.suppress(ImgsearchError):
         lib.refresh_caches()
     for mode in supported_modes(lib):
         try:
             lib.query("photo", k=1, mode=mode)
-        except LibraryError:
+        except ImgsearchError:  # e.g. no text embedder: each query will answer with the reason
             pass
-        except Exception:  # a broken cache must not stop the server: the query will say what is wrong
+        except Exception:  # broad: a broken cache must not stop the server starting; the query will say more
             log.exception("warming up mode %s failed", mode)
 
 
@@ -223,7 +216,7 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
 
     ``allowed_hosts``: Host header names accepted (default: loopback names); None accepts any.
     A library opened here from a path is closed when the app shuts down."""
-    from imgsearch.library import Library, LibraryError
+    from imgsearch.library import Library
 
     owns = not isinstance(library, Library)
     lib = Library(library, create=False) if owns else library
@@ -256,22 +249,15 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
             parts.append(f"{'.'.join(loc) or 'request'}: {e.get('msg', 'invalid')}")
         return _error(400, "; ".join(parts) or "invalid request")
 
-    @app.exception_handler(BadRequest)
-    async def _bad(_request, exc: BadRequest):
-        return _error(400, str(exc))
-
-    @app.exception_handler(LibraryError)
-    async def _lib_error(_request, exc: LibraryError):
-        return _error(400, str(exc))
-
-    @app.exception_handler(T.NotServable)
-    async def _not_servable(_request, exc: T.NotServable):
-        log.info("refused: %s", exc)
-        return _not_found()
-
-    @app.exception_handler(D.PhotoNotFound)
-    async def _no_photo(_request, _exc):
-        return _not_found()
+    @app.exception_handler(ImgsearchError)
+    async def _imgsearch_error(_request, exc: ImgsearchError):
+        """The one place an imgsearch error becomes an HTTP status: its kind's ``http_status``."""
+        if isinstance(exc, NotFoundError):
+            log.info("refused: %s", exc)  # the reason may name files: for the log, not for the client
+            return _error(exc.http_status, "no such photo")
+        if exc.http_status >= 500:
+            log.warning("%s: %s", type(exc).__name__, exc)
+        return _error(exc.http_status, str(exc) or type(exc).__name__)
 
     @app.exception_handler(404)
     async def _404(_request, _exc):
@@ -298,23 +284,20 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
             "k_default": DEFAULT_K,
             "k_max": MAX_K,
             "max_query_chars": MAX_QUERY_CHARS,
-            "thumb_size": T.THUMB_SIZE,
+            "thumb_size": thumbs.THUMB_SIZE,
         }, headers={"cache-control": API_CACHE})
 
     @app.get("/api/search")
     def search(q: str | None = None, k: int = Query(DEFAULT_K, ge=1, le=MAX_K), mode: str | None = None,
                folder: str | None = None, like: str | None = None, rerank: bool = True):
-        in_folder = clean_folder(lib, folder)
+        folder = clean_folder(lib, folder)
         if like is not None and like.strip():
-            try:
-                pid = T.parse_id(like.strip())
-            except T.NotServable:
-                raise D.PhotoNotFound(like) from None
+            pid = thumbs.parse_id(like.strip())
             with lock:
                 t0 = time.perf_counter()
-                hits = D.similar(lib, pid, k=k, in_folder=in_folder)
+                hits = details.similar(lib, pid, k=k, folder=folder)
                 took = (time.perf_counter() - t0) * 1000
-            src = D.photo_details(lib, pid)
+            src = details.photo_details(lib, pid)
             body = {"query": None, "mode": "like",
                     "like": {"id": pid, "name": src["name"], "caption": src["caption"]}}
         else:
@@ -324,21 +307,18 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
                 raise BadRequest(f"unsupported mode {mode[:40]!r}: this library supports {', '.join(modes)}")
             with lock:
                 t0 = time.perf_counter()
-                hits = lib.query(text, k=k, mode=mode, in_folder=in_folder, rerank=rerank)
+                hits = lib.query(text, k=k, mode=mode, in_folder=folder, rerank=rerank)
                 took = (time.perf_counter() - t0) * 1000
             body = {"query": text, "mode": mode, "rerank": rerank}
         results = [hit_json(h) for h in hits]
-        body.update({"folder": in_folder, "k": k, "took_ms": round(took, 1), "count": len(results),
+        body.update({"folder": folder, "k": k, "took_ms": round(took, 1), "count": len(results),
                      "results": results})
         return JSONResponse(body, headers={"cache-control": API_CACHE})
 
     @app.get("/api/photo/{photo_id}")
     def photo_info(photo_id: str):
-        try:
-            pid = T.parse_id(photo_id)
-        except T.NotServable:
-            return _not_found()
-        d = D.photo_details(lib, pid)
+        pid = thumbs.parse_id(photo_id)
+        d = details.photo_details(lib, pid)
         d["thumb_url"] = f"/thumb/{pid}"
         d["photo_url"] = f"/photo/{pid}"
         return JSONResponse(d, headers={"cache-control": API_CACHE})
@@ -354,12 +334,12 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
 
     @app.get("/api/folders")
     def folders(limit: int = Query(2000, ge=1, le=100_000)):
-        fs, truncated = D.folders(lib, limit)
+        fs, truncated = details.folders(lib, limit)
         return JSONResponse({"folders": fs, "truncated": truncated}, headers={"cache-control": API_CACHE})
 
     # ------------------------------------------------------------------ files
-    def _checked(photo_id: str) -> T.PhotoFile:
-        return T.locate(lib.store, T.parse_id(photo_id))
+    def _checked(photo_id: str) -> thumbs.PhotoFile:
+        return thumbs.locate(lib.store, thumbs.parse_id(photo_id))
 
     @app.get("/thumb/{photo_id}")
     def thumb(photo_id: str, request: Request):
@@ -367,7 +347,7 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
         headers = {"etag": pf.thumb_etag, "cache-control": THUMB_CACHE}
         if _etag_matches(request, pf.thumb_etag):
             return Response(status_code=304, headers=headers)
-        return Response(T.thumbnail(pf, thumbs_dir), media_type="image/jpeg", headers=headers)
+        return Response(thumbs.thumbnail(pf, thumbs_dir), media_type="image/jpeg", headers=headers)
 
     @app.get("/photo/{photo_id}")
     def photo(photo_id: str, request: Request):
@@ -375,10 +355,10 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
         headers = {"etag": pf.etag, "cache-control": PHOTO_CACHE}
         if _etag_matches(request, pf.etag):
             return Response(status_code=304, headers=headers)
-        ctype, data = T.web_image(pf)
+        ctype, data = thumbs.web_image(pf)
         if data is not None:
             return Response(data, media_type=ctype, headers=headers)
-        f = T.open_checked(pf)
+        f = thumbs.open_checked(pf)
         headers["content-length"] = str(pf.st.st_size)
         return StreamingResponse(_read_file(f, pf.st.st_size), media_type=ctype, headers=headers)
 

@@ -2,25 +2,26 @@
 
 * :func:`photo_details` — everything stored about one photo (all captions with scores, tags,
   keywords, EXIF date, size, path, content hash).
-* :func:`similar` — "more like this": the photo's own caption embedding (and image embedding, when
-  the checkpoint wrote one) searched against the library's FAISS indexes, fused like a dense query.
+* :func:`similar` — "more like this": ``Library.query(like=id)`` without the photo itself, re-ranked
+  from 1, for an id that must name a good photo of the library.
+* :func:`count_under` and :func:`folders` — for the folder filter (its check, and its suggestions).
 
-Both read the store through its public models/sessions. ``similar`` uses the library's own vector
-caches (``Library._vector_index``) and row builder (``Library._hits``) so that results look and rank
-exactly like query results; the lead may move both into ``Library`` (``photo(id)``,
-``query(..., like=id)``).
+All read the store through its public models and sessions.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from imgsearch.errors import NotFoundError
 
-EMBED_DIM = 384
 
+class PhotoNotFound(NotFoundError):
+    """No good (indexed, not failed) photo has this id: HTTP 404."""
 
-class PhotoNotFound(LookupError):
-    pass
+    def __init__(self, photo_id: int | str):
+        super().__init__(f"no photo with id {photo_id} in the library")
+        self.photo_id = photo_id
 
 
 def _iso(dt) -> str | None:
@@ -69,8 +70,9 @@ def photo_details(lib, photo_id: int) -> dict[str, Any]:
         }
 
 
-def similar(lib, photo_id: int, k: int = 24, in_folder: str | None = None):
-    """Photos like ``photo_id`` (itself excluded), best first, as ``Hit``s — ``Library.query(like=id)``."""
+def similar(lib, photo_id: int, k: int = 24, folder: str | None = None):
+    """Photos like ``photo_id`` (itself excluded), best first, as ``Hit``s — ``Library.query(like=id)``,
+    only under ``folder`` (an absolute folder as :func:`imgsearch.paths.resolve_root` gives) when given."""
     from sqlalchemy import select
 
     from imgsearch.store.models import Photo
@@ -81,7 +83,7 @@ def similar(lib, photo_id: int, k: int = 24, in_folder: str | None = None):
     k = int(k)
     if k < 1:
         return []
-    hits = [h for h in lib.query(like=int(photo_id), k=k + 1, in_folder=in_folder) if h.id != photo_id][:k]
+    hits = [h for h in lib.query(like=int(photo_id), k=k + 1, in_folder=folder) if h.id != photo_id][:k]
     for rank, h in enumerate(hits, 1):
         h.rank = rank
     return hits

@@ -14,8 +14,11 @@ Safety rules (every one is tested in tests/test_serve_api.py):
 
 Thumbnails: Pillow, JPEG draft mode, ``ImageOps.exif_transpose``, longest side :data:`THUMB_SIZE`,
 cached as ``<library dir>/thumbs/<content_hash>.jpg`` (keyed by content, so a moved or renamed photo
-keeps its thumbnail), written atomically (temporary file + ``os.replace``). A photo whose file
+keeps its thumbnail), written atomically (:func:`imgsearch.files.atomic_write`). A photo whose file
 changed since it was indexed gets a fresh, uncached thumbnail (its stored hash is stale).
+
+Every refusal is :class:`NotServable` (a :class:`imgsearch.errors.NotFoundError`): the client gets a
+plain 404, the reason goes to the log.
 """
 from __future__ import annotations
 
@@ -23,18 +26,20 @@ import io
 import os
 import re
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from imgsearch.errors import NotFoundError
+from imgsearch.files import atomic_write
+
 try:  # HEIC/HEIF photos (the indexer registers it too)
     import pillow_heif
 
     pillow_heif.register_heif_opener()
-except Exception:  # pragma: no cover - optional native library
+except Exception:  # pragma: no cover - optional native library: a broken build may raise anything; serve without
     pass
 
 THUMB_SIZE = 320
@@ -48,7 +53,7 @@ _O_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK
             | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
-class NotServable(Exception):
+class NotServable(NotFoundError):
     """This id does not name a photo we may serve. The reason is for logs; clients just get 404."""
 
 
@@ -183,14 +188,14 @@ def web_image(pf: PhotoFile) -> tuple[str, bytes | None]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 fmt = Image.open(f).format
-        except Exception as e:
+        except Exception as e:  # Pillow raises many types for damaged files (OSError, SyntaxError, bombs...): 404
             raise NotServable(f"photo {pf.id}: not an image any more ({type(e).__name__})") from None
         if fmt in WEB_FORMATS:
             return WEB_FORMATS[fmt], None
         f.seek(0)
         try:
             return "image/jpeg", _render(f, FULL_MAX_SIDE, 90)
-        except Exception as e:
+        except Exception as e:  # as above: any decoder failure means "cannot serve", never a 500
             raise NotServable(f"photo {pf.id}: cannot convert {fmt} ({type(e).__name__}: {e})") from None
 
 
@@ -208,27 +213,11 @@ def thumbnail(pf: PhotoFile, thumbs_dir: str | os.PathLike) -> bytes:
     with open_checked(pf) as f:
         try:
             data = make_thumbnail(f)
-        except Exception as e:
+        except Exception as e:  # as in web_image: any decoder failure means "cannot serve", never a 500
             raise NotServable(f"photo {pf.id}: cannot make a thumbnail ({type(e).__name__}: {e})") from None
     if cached is not None:
-        write_atomic(cached, data)
+        try:
+            atomic_write(cached, data, durable=False)   # a cache: made again if lost
+        except OSError:  # an unwritable library folder: the thumbnail is served, just not cached
+            pass
     return data
-
-
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` via a temporary file + ``os.replace``; False if the folder is unwritable."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jpg", dir=path.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-        return True
-    except OSError:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        return False

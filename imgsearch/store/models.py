@@ -23,8 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-EMBED_DIM = 384
-
 
 class Base(DeclarativeBase):
     pass
@@ -48,8 +46,8 @@ class Photo(Base):
     model_version: Mapped[Optional[str]] = mapped_column(String(200))
     error: Mapped[Optional[str]] = mapped_column(Text)                          # why it could not be indexed
     indexed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    caption_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)     # float32[384]
-    image_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[384] (rev 0002)
+    caption_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)     # float32[EMBED_DIM]
+    image_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[EMBED_DIM] (rev 0002)
 
     captions: Mapped[list["Caption"]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", passive_deletes=True, order_by="Caption.rank"

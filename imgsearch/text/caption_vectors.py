@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from imgsearch.text import EMBED_DIM
+
 N_BEST = 3
 TAG_WEIGHT = 0.5
 RECIPE = f"captions{N_BEST}+tags{TAG_WEIGHT}"
@@ -32,7 +34,7 @@ def caption_vectors(embedder, captions: Sequence[Sequence[str]], tags: Sequence[
         raise ValueError("captions and tags must have one entry per photo")
     n = len(captions)
     if n == 0:
-        return np.zeros((0, 384), dtype=np.float32)
+        return np.zeros((0, EMBED_DIM), dtype=np.float32)
     texts: list[str] = []
     owner: list[int] = []
     for i, caps in enumerate(captions):

@@ -1,4 +1,4 @@
-"""`imgsearch index *.jpg`: thousands of single-file roots in one run."""
+"""indexer/plan.py: `imgsearch index *.jpg`, thousands of single-file roots in one run."""
 from __future__ import annotations
 
 from PIL import Image

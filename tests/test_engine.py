@@ -1,4 +1,5 @@
-"""Queries: modes, --in filter, deleted files, FAISS caches deleted or stale, no torch on the query path."""
+"""Queries (search/engine.py, through Library.query): modes, --in filter, deleted files, FAISS caches deleted
+or stale, no torch on the query path."""
 from __future__ import annotations
 
 import os
@@ -16,31 +17,16 @@ from imgsearch.library import LibraryError
 from imgsearch.paths import captions_faiss_path, images_faiss_path
 from libtools import make_set, rows, tiny_captioner
 
-ROOT = Path(__file__).resolve().parent.parent
 KW = dict(batch_size=8, workers=0, progress=False)
 KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "gradient", "sky", "marker"]
-
-
-@pytest.fixture(scope="module")
-def lib_dir(tmp_path_factory):
-    """A library over A (8 photos, 3 of them in A/sub) and A2 (3 photos), built once for the module."""
-    base = tmp_path_factory.mktemp("q")
-    a, b = base / "A", base / "A2"
-    make_set(a, KINDS[:5], "a")
-    make_set(a / "sub", KINDS[5:], "s")
-    make_set(b, ["red_circle", "sky", "noise"], "b")
-    db = base / "lib" / "library.db"
-    with Library(db, captioner=tiny_captioner(0)) as lib:
-        lib.index([a, b], **KW)
-    return base, db
 
 
 def captions(db) -> dict[str, str]:
     return {p: c for p, c in rows(db, "SELECT path, caption FROM photos WHERE error IS NULL")}
 
 
-def test_hits_in_every_mode(lib_dir):
-    base, db = lib_dir
+def test_hits_in_every_mode(indexed_library):
+    base, db = indexed_library
     from imgsearch.text.normalize import search_terms
 
     caps = captions(db)
@@ -74,8 +60,8 @@ def test_hits_in_every_mode(lib_dir):
             lib.query("x", mode="fuzzy")
 
 
-def test_in_folder(lib_dir):
-    base, db = lib_dir
+def test_in_folder(indexed_library):
+    base, db = indexed_library
     with Library(db) as lib:
         # "A" must not match the sibling folder "A2"
         for folder, n in ((base / "A" / "sub", 3), (base / "A2", 3), (base / "A", 8)):
@@ -135,11 +121,10 @@ def test_empty_library(tmp_path):
         assert st["photos"] == 0 and st["last_index"] is None
 
 
-def test_query_never_imports_torch(lib_dir):
-    base, db = lib_dir
+def test_query_never_imports_torch(indexed_library):
+    base, db = indexed_library
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT)!r})
         import imgsearch
         assert "torch" not in sys.modules
         with imgsearch.Library({str(db)!r}) as lib:

@@ -1,5 +1,5 @@
-"""The code paths a large library takes — precomputed BM25 scores, IVF-SQ8 vector indexes — exercised
-on small libraries by lowering the size thresholds. Results must match the small-library paths."""
+"""search/caches.py: the code paths a large library takes — precomputed BM25 scores, IVF-SQ8 vector
+indexes — exercised on small libraries by lowering the size thresholds. Results must match the small-library paths."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from imgsearch import Library
-from imgsearch import library as L
 from imgsearch.paths import bm25_cache_path, captions_faiss_path, images_faiss_path
-from imgsearch.search import bm25
+from imgsearch.search import bm25, caches
+from imgsearch.search.bm25_cache import BM25Cache
 from imgsearch.search import dense as D
 from imgsearch.search.dense import VectorIndex
 from libtools import make_set, rows, tiny_captioner
@@ -33,7 +33,7 @@ def fts(db, text, k):
 
 
 def test_bm25_cache_built_used_refreshed_and_dropped(tmp_path, monkeypatch):
-    monkeypatch.setattr(L, "BM25_CACHE_MIN", 1)
+    monkeypatch.setattr(caches, "BM25_CACHE_MIN", 1)
     a, b = tmp_path / "A", tmp_path / "B"
     make_set(a, KINDS[:5], "a")
     make_set(b, KINDS[5:], "b")
@@ -42,17 +42,17 @@ def test_bm25_cache_built_used_refreshed_and_dropped(tmp_path, monkeypatch):
     with Library(db, captioner=tiny_captioner(0)) as lib:
         lib.index([a], **KW)
         assert path.is_file()
-        assert bm25.BM25Cache.open(path, lib.store.revision()) is not None
+        assert BM25Cache.open(path, lib.store.revision()) is not None
         old = tmp_path / "old.npz"
         shutil.copy(path, old)
         lib.index([a, b], **KW)
         rev = lib.store.revision()
-        assert bm25.BM25Cache.open(path, rev) is not None          # rebuilt at the new revision
+        assert BM25Cache.open(path, rev) is not None          # rebuilt at the new revision
         text = " ".join(c for (c,) in rows(db, "SELECT caption FROM photos"))
         want = fts(db, text, 8)
         assert len(want) == 8
-        assert lib._bm25_cache() is not None
-        got = lib._bm25_search(text, 8, None)
+        assert lib.caches.bm25_cache() is not None
+        got = lib.engine.bm25_search(text, 8)
         assert [i for i, _ in got] == [i for i, _ in want]
         assert [round(s, 3) for _, s in got] == [round(s, 3) for _, s in want]
         hits = lib.query(text, k=8, mode="bm25")
@@ -60,12 +60,12 @@ def test_bm25_cache_built_used_refreshed_and_dropped(tmp_path, monkeypatch):
 
     shutil.copy(old, path)                                            # stale file: FTS5 answers
     with Library(db) as lib:
-        assert lib._bm25_cache() is None
+        assert lib.caches.bm25_cache() is None
         assert [h.id for h in lib.query(text, k=8, mode="bm25")] == [i for i, _ in want]
         lib.refresh_caches()
-        assert lib._bm25_cache() is not None
+        assert lib.caches.bm25_cache() is not None
 
-    monkeypatch.setattr(L, "BM25_CACHE_MIN", 10**9)                  # small library again: no cache file
+    monkeypatch.setattr(caches, "BM25_CACHE_MIN", 10**9)                  # small library again: no cache file
     with Library(db, captioner=tiny_captioner(0)) as lib:
         lib.index([a, b], **KW)
         assert not path.exists()

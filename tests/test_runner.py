@@ -1,4 +1,5 @@
-"""Incremental re-indexing: add, modify, touch, copy, move, delete, model change — rows and FAISS stay exact."""
+"""indexer/runner.py, incremental re-indexing: add, modify, touch, copy, move, delete, model change — rows
+and FAISS stay exact."""
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ KW = dict(batch_size=4, workers=0, progress=False)
 
 
 def faiss_ids(lib: Library, kind: str = "caption") -> set[int]:
-    return set(int(i) for i in lib._vector_index(kind).ids())
+    return set(int(i) for i in lib.caches.vector_index(kind).ids())
 
 
 def caption_rows(db, pid):
@@ -174,11 +175,12 @@ def test_move_across_roots_and_model_change(tmp_path, cap):
 
 
 def test_one_index_run_at_a_time(tmp_path, cap):
-    from imgsearch.library import LibraryError, _index_lock
+    from imgsearch.errors import StoreError
+    from imgsearch.indexer.lock import index_lock
 
     make_set(tmp_path / "A", ["red_circle"], "a")
     with Library(tmp_path / "library.db", captioner=cap) as lib:
-        with _index_lock(lib.path):  # as if another process were indexing
-            with pytest.raises(LibraryError, match="another `imgsearch index` is running"):
+        with index_lock(lib.path):  # as if another process were indexing
+            with pytest.raises(StoreError, match="another `imgsearch index` is running"):
                 lib.index([tmp_path / "A"], **KW)
         assert lib.index([tmp_path / "A"], **KW).added == 1

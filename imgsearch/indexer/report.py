@@ -1,0 +1,28 @@
+"""What one index run did: the counts and this run's errors (returned by ``Library.index``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    skipped_unchanged: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), this run only
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "moved": self.moved,
+            "removed": self.removed,
+            "failed": self.failed,
+            "skipped_unchanged": self.skipped_unchanged,
+            "errors": [{"path": p, "reason": r} for p, r in self.errors],
+            "seconds": round(self.seconds, 3),
+        }

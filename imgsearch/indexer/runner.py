@@ -1,0 +1,236 @@
+"""One index run: plan → decode → rules → caption → embed → store.
+
+One run, in order:
+
+1. :func:`plan.make_plan <imgsearch.indexer.plan.make_plan>` scans the roots and diffs against the
+   rows stored under those roots (size + mtime_ns). Work list: new files, changed files, and
+   unchanged photos captioned by another model version. Unchanged files that failed before are
+   *not* retried (retry-when-changed; pass ``retry_failed=True`` to retry them all, e.g. after
+   installing a missing codec).
+2. Stored caption embeddings made by another text embedder are re-embedded (``reembed.py``).
+3. :func:`loader.batches <imgsearch.indexer.loader.batches>` decodes in ``torch.utils.data.DataLoader``
+   worker processes; a bad file comes back as an error text, never as a dead worker.
+4. Per batch, in the main process, ``rules.py`` decides for each decoded file: **moved** (a new path
+   with the content of a stored photo whose file is gone: the row is re-pointed, id, captions, tags,
+   embeddings kept), **touch** (a changed file whose hash did not change: only its stat is updated),
+   **copy** (content already described by this model version: the description is copied), or
+   **describe** (``captioner.describe`` → caption vector: n-best captions + tags,
+   text/caption_vectors.py). Then ONE SQLite transaction (``store/writes.py``) writes the batch
+   (photos, n-best captions, tags/keywords, embeddings, error rows, BM25 documents) and bumps
+   ``meta.revision``. A run killed at any point leaves only whole batches behind; the next run's
+   diff sees exactly what is missing. A decoder that crashes or hangs its worker costs only its file.
+5. Stored photos under the roots whose files are gone (and were not claimed by a move) are
+   deleted (captions/tags cascade) in one last transaction. Folders the scan could not
+   read are left alone, as are photos outside the roots being indexed, and so is a root
+   that had photos but now shows none (unmounted drive?) unless ``prune_empty=True``.
+
+The search caches (FAISS files) are not touched here; the Library refreshes them after
+the run from SQLite, keyed by the revision.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterable
+
+from imgsearch.indexer import rules
+from imgsearch.indexer.loader import (BATCH_TIMEOUT_S, ISOLATE_TIMEOUT_S, batches, crash_reason, default_workers,
+                                      model_threads)
+from imgsearch.indexer.plan import Plan, WorkItem, make_plan
+from imgsearch.indexer.reembed import META_KEY, embedding_version, refresh_caption_embeddings
+from imgsearch.indexer.report import IndexReport
+from imgsearch.store import writes
+from imgsearch.store.db import Store, bump_revision, set_meta
+from imgsearch.store.models import pack_vector
+from imgsearch.store.queries import photos_by_hash
+
+ProgressFn = Callable[[int, int], None]
+
+
+class IndexRunner:
+    """One index run over ``roots``. ``get_captioner()`` is called only when something needs captioning."""
+
+    def __init__(
+        self,
+        store: Store,
+        roots: Iterable[str | os.PathLike],
+        *,
+        get_captioner: Callable[[], Any],
+        get_version: Callable[[], str],
+        get_embedder: Callable[[], Any],
+        batch_size: int = 32,
+        workers: int | None = None,
+        beam: int = 3,
+        n_best: int = 3,
+        progress: ProgressFn | None = None,
+        retry_failed: bool = False,
+        prune_empty: bool = False,
+    ):
+        self.store = store
+        self.roots_in = [os.fspath(r) for r in roots]
+        self.get_captioner = get_captioner
+        self.get_version = get_version
+        self.get_embedder = get_embedder
+        self.batch_size = max(1, int(batch_size))
+        self.workers = default_workers() if workers is None else max(0, int(workers))
+        self.beam = beam
+        self.n_best = n_best
+        self.progress = progress
+        self.retry_failed = retry_failed
+        self.prune_empty = prune_empty
+        self.report = IndexReport()
+        self.touched: set[int] = set()  # photo ids whose embeddings may have changed (or rows gone)
+        self.plan: Plan | None = None   # set by run()
+        self.version: str | None = None  # the captioner's model version, once it is loaded
+        self.claimed: set[int] = set()  # stored photos re-pointed by moves: not gone, not copy sources
+        self.embedder_recorded = False  # meta.text_embedder written by this run
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> IndexReport:
+        t0 = time.monotonic()
+        started = writes.now()
+        self.plan = plan = make_plan(self.store, self.roots_in, get_version=self.get_version,
+                                     retry_failed=self.retry_failed, prune_empty=self.prune_empty)
+        self.report.skipped_unchanged += plan.skipped_unchanged
+        with self.store.write() as s:
+            run_id = writes.start_run(s, started, plan.roots)
+        self.touched.update(refresh_caption_embeddings(self.store, self.get_embedder))
+        self.report.errors.extend(plan.errors)
+        total = len(plan.work)
+        if self.progress:
+            self.progress(0, total)
+        if plan.work:
+            cap = self.get_captioner()
+            self.version = cap.version
+            pin = getattr(getattr(cap, "device", None), "type", "cpu") == "cuda"
+            with model_threads(0 if pin else self.workers):
+                self._caption_all(cap, pin, total)
+        self._remove_gone()
+        self.report.seconds = time.monotonic() - t0
+        with self.store.write() as s:
+            writes.finish_run(s, run_id, self.report, self.version)
+        return self.report
+
+    def _caption_all(self, cap, pin: bool, total: int) -> None:
+        paths = [w.path for w in self.plan.work]
+        size, resize = cap.image_size, getattr(cap, "resize", "squash")
+        pos = 0  # every item before pos is committed
+        while pos < total:
+            try:
+                for ok_idx, images, infos, failed in batches(
+                    paths[pos:], size, resize, self.batch_size, self.workers, pin_memory=pin, offset=pos,
+                ):
+                    self._do_batch(cap, ok_idx, images, infos, failed)
+                    pos += len(ok_idx) + len(failed)
+                    if self.progress:
+                        self.progress(pos, total)
+            except RuntimeError as e:
+                if self.workers == 0 or "DataLoader" not in str(e):
+                    raise
+                # A decoder crashed (segfault in a native library) or hung. Decode the first
+                # unfinished file alone; if that crashes too, it is the culprit: record it.
+                pos = self._isolate(cap, paths, pos, size, resize, pin)
+                if self.progress:
+                    self.progress(pos, total)
+
+    def _isolate(self, cap, paths: list[str], pos: int, size: int, resize: str, pin: bool) -> int:
+        try:
+            batch = next(iter(batches([paths[pos]], size, resize, 1, 1, pin_memory=pin, offset=pos,
+                                      timeout=min(ISOLATE_TIMEOUT_S, BATCH_TIMEOUT_S))))
+        except RuntimeError as e:
+            if "DataLoader" not in str(e):
+                raise
+            self._do_batch(cap, [], None, [], [(pos, {"error": crash_reason(e)})])
+        else:
+            self._do_batch(cap, *batch)
+        return pos + 1
+
+    # ---------------------------------------------------------------- batch
+    def _do_batch(self, cap, ok_idx: list[int], images, infos: list[dict], failed: list[tuple[int, dict]]):
+        items = [self.plan.work[i] for i in ok_idx]
+        with self.store.session() as s:
+            by_hash = photos_by_hash(s, sorted({info["content_hash"] for info in infos}))
+        files = [rules.Decoded(w.path, w.reason, w.photo_id, info["content_hash"]) for w, info in zip(items, infos)]
+        todo = rules.decide(files, by_hash, self.version, self.claimed, self.plan.file_gone)
+        self.claimed |= todo.claimed
+        described = self._describe(cap, images, todo.describe)
+
+        at = writes.now()
+        moved = {m.pos for m in todo.moves}
+        docs: list[writes.Document] = []
+        with self.store.write() as s:
+            for m in todo.moves:  # moves first: re-point the old row at the new path
+                writes.move_photo(s, m.old_id, items[m.pos].path, infos[m.pos])
+                if m.pos in described:
+                    docs.append(writes.write_description(s, m.old_id, described[m.pos], self.version, at))
+                self.report.moved += 1
+            for c in todo.copies:
+                w = items[c.pos]
+                pid = writes.upsert_photo(s, w.path, w.photo_id, infos[c.pos], at)
+                docs.append(writes.copy_description(s, c.src_id, pid, at))
+                self._count(w)
+            for pos in todo.touches:
+                writes.update_stat(s, items[pos].photo_id, infos[pos])
+                self.report.skipped_unchanged += 1
+            for pos in todo.describe:
+                if pos in moved:
+                    continue
+                w = items[pos]
+                pid = writes.upsert_photo(s, w.path, w.photo_id, infos[pos], at)
+                docs.append(writes.write_description(s, pid, described[pos], self.version, at))
+                self._count(w)
+            for i, info in failed:
+                self._fail(s, self.plan.work[i], info["error"], at)
+            self.touched.update(pid for pid, _ in docs)
+            if docs:
+                from imgsearch.search import bm25
+
+                bm25.upsert_documents(s, docs)
+            if todo.describe and not self.embedder_recorded:
+                set_meta(s, META_KEY, embedding_version(self.get_embedder()))
+                self.embedder_recorded = True
+            bump_revision(s)
+
+    def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
+        """Caption the batch images at ``positions`` and embed what was said; by position."""
+        if not positions:
+            return {}
+        import torch
+
+        from imgsearch.text.caption_vectors import caption_vectors
+
+        sel = torch.tensor(positions, dtype=torch.long)
+        descs = cap.describe(images.index_select(0, sel), beam=self.beam, n_best=self.n_best)
+        emb = caption_vectors(self.get_embedder(), [[c for c, _ in d.captions] for d in descs],
+                              [[t for t, _ in d.tags] for d in descs])
+        return {pos: writes.Description(
+            list(d.captions), list(d.tags), list(d.keywords), pack_vector(emb[k]),
+            pack_vector(d.image_embedding) if getattr(d, "image_embedding", None) is not None else None,
+            getattr(d, "cells", None),
+        ) for k, (pos, d) in enumerate(zip(positions, descs))}
+
+    def _count(self, w: WorkItem) -> None:
+        if w.reason == "new":
+            self.report.added += 1
+        else:
+            self.report.updated += 1
+
+    def _fail(self, s, w: WorkItem, reason: str, at) -> None:
+        if writes.write_failure(s, w.path, w.photo_id, reason, at):
+            self.report.failed += 1
+            self.report.errors.append((w.path, reason))
+        elif w.photo_id is not None:  # vanished between scan and decode: it is simply gone
+            self.report.removed += 1
+        if w.photo_id is not None:
+            self.touched.add(w.photo_id)
+
+    # ---------------------------------------------------------------- end of run
+    def _remove_gone(self) -> None:
+        ids = [pid for path, pid in self.plan.gone.items() if pid not in self.claimed and not os.path.exists(path)]
+        if not ids:
+            return
+        with self.store.write() as s:
+            writes.remove_photos(s, ids)
+            bump_revision(s)
+        self.touched.update(ids)
+        self.report.removed += len(ids)

@@ -1,0 +1,204 @@
+"""The search caches of one library: a FAISS file per vector kind and the BM25 score cache.
+
+SQLite is the source of truth; each cache file names the store revision it matches and is rebuilt from
+the store when it does not match, cannot be read, or is of the wrong type. All three have the same small
+interface:
+
+    cache.get()                   # the cache at the store's current revision (loaded or rebuilt)
+    cache.update(rev0, touched)   # after an index run that started at rev0 and changed these photo ids
+    cache.rebuild()               # from the store, whatever the file holds
+
+:class:`SearchCaches` holds the three and is what the library and the query engine use.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from imgsearch import paths
+from imgsearch.store import vectors as stored
+from imgsearch.text import EMBED_DIM
+
+log = logging.getLogger(__name__)
+
+BM25_CACHE_MIN = 50_000   # photos from which BM25 is answered from precomputed scores (FTS5 below)
+PATCH_MAX = 50_000        # more photos changed by one run than this: rebuild the FAISS file instead of patching it
+
+
+class VectorCache:
+    """The FAISS index over one kind of stored vector ("caption" or "image"), cached in one file."""
+
+    def __init__(self, store, path: Path, kind: str, lock: threading.RLock):
+        self.store, self.path, self.kind = store, Path(path), kind
+        self._lock = lock
+        self._held = None            # (revision, VectorIndex)
+
+    def get(self):
+        """The index at the store's current revision: the file if it matches, else rebuilt and saved."""
+        with self._lock:
+            rev = self.store.revision()
+            if self._held is not None and self._held[0] == rev:
+                return self._held[1]
+            vi = self._open(rev)
+            self._held = (rev, vi)
+            return vi
+
+    def forget(self) -> None:
+        """Drop the index held in memory (the file stays)."""
+        self._held = None
+
+    def rebuild(self):
+        with self._lock:
+            self._held = None
+            self.path.unlink(missing_ok=True)
+            return self.get()
+
+    def _open(self, rev: int, index_type: str | None = None):
+        """The file if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from the store —
+        flat, or IVF-SQ8 for large libraries (dense.choose_index_type) — and saved."""
+        from imgsearch.search.dense import VectorIndex
+
+        counted: list[int] = []
+
+        def count() -> int:   # counting a million rows costs about a second: only when a rebuild needs it, once
+            if not counted:
+                counted.append(stored.count_vectors(self.store, self.kind))
+            return counted[0]
+
+        return VectorIndex.open(self.path, rev, lambda: stored.iter_vectors(self.store, self.kind), dim=EMBED_DIM,
+                                index_type=index_type, count=count,
+                                sample=lambda m: stored.sample_vectors(self.store, self.kind, m, count()))
+
+    def update(self, rev0: int, touched: set[int]) -> None:
+        """After an index run: apply its changes to the file if it was current at ``rev0`` (cheap), else
+        rebuild it from the store. Saved atomically with the new revision. An index that grew past (or
+        shrank below) what its type suits is rebuilt as the right type."""
+        from imgsearch.search.dense import VectorIndex, choose_index_type
+
+        with self._lock:
+            self._held = None
+            rev = self.store.revision()
+            try:
+                file_rev = VectorIndex.read_header(self.path).get("revision")
+            except Exception:  # noqa: BLE001 - a missing or damaged file of any kind is rebuilt below
+                file_rev = None
+            vi = None
+            if file_rev == rev0 != rev and len(touched) < PATCH_MAX:
+                try:
+                    vi = VectorIndex.load(self.path)
+                except Exception:  # noqa: BLE001 - a damaged file of any kind is rebuilt below
+                    vi = None
+            if vi is None or vi.dim != EMBED_DIM:
+                self.get()  # current already, or rebuilt from the store
+                return
+            ids = sorted(touched)
+            vi.remove(ids)
+            for b_ids, b_vecs in stored.iter_vectors(self.store, self.kind, ids):
+                vi.add(b_ids, b_vecs)
+            outgrown = vi.index_type == "ivfsq8" and len(vi) > 4 * max(vi.trained_on, 1)
+            want = choose_index_type(len(vi), None if outgrown else vi.index_type)
+            if want != vi.index_type or outgrown:   # the file is still at rev0: _open() rebuilds it
+                vi = self._open(rev, want)
+            else:
+                try:
+                    vi.save(self.path, revision=rev)
+                except OSError:  # read-only folder: the in-memory index is still right
+                    vi.revision = rev
+            self._held = (rev, vi)
+
+
+class BM25ScoreCache:
+    """Precomputed BM25 scores (search/bm25_cache.BM25Cache) for libraries of BM25_CACHE_MIN photos or
+    more; below that (or when the file is not at the store's revision) FTS5 answers."""
+
+    def __init__(self, store, path: Path, lock: threading.RLock):
+        self.store, self.path = store, Path(path)
+        self._lock = lock
+        self._held = None            # (revision, BM25Cache or None)
+
+    def get(self):
+        """The cache when its file is at the store's revision, else None."""
+        from imgsearch.search.bm25_cache import BM25Cache
+
+        with self._lock:
+            rev = self.store.revision()
+            if self._held is not None and self._held[0] == rev:
+                return self._held[1]
+            cache = BM25Cache.open(self.path, rev) if self.path.exists() else None
+            self._held = (rev, cache)
+            return cache
+
+    def update(self, rev0: int | None = None, touched: set[int] | None = None) -> None:
+        """Rebuild (or remove) the cache file so that it matches the store's current revision."""
+        self._refresh(force=False)
+
+    def forget(self) -> None:
+        """Drop the cache held in memory (the file stays)."""
+        self._held = None
+
+    def rebuild(self):
+        self._refresh(force=True)
+        return self.get()
+
+    def _refresh(self, force: bool) -> None:
+        from imgsearch.search import bm25
+        from imgsearch.search.bm25_cache import BM25Cache
+
+        Path(f"{self.path}.npz").unlink(missing_ok=True)   # the format before memory-mapping
+        with self._lock:
+            self._held = None
+            rev = self.store.revision()
+            with self.store.engine.connect() as conn:
+                if bm25.count(conn) < BM25_CACHE_MIN:
+                    self.path.unlink(missing_ok=True)
+                    return
+                try:
+                    if not force and BM25Cache.read_revision(self.path) == rev:
+                        return
+                except Exception:  # noqa: BLE001 - missing or damaged: rebuilt here
+                    pass
+                cache = BM25Cache.build(conn, revision=rev)
+            try:
+                cache.save(self.path)
+            except OSError as e:
+                log.warning("could not save the BM25 cache %s: %s", self.path, e)
+                return
+            self._held = (rev, cache)
+
+
+class SearchCaches:
+    """The derived files of one library, each keyed by the store's revision."""
+
+    def __init__(self, store, db_path: Path):
+        self._lock = threading.RLock()
+        self.vectors = {
+            "caption": VectorCache(store, paths.captions_faiss_path(db_path), "caption", self._lock),
+            "image": VectorCache(store, paths.images_faiss_path(db_path), "image", self._lock),
+        }
+        self.bm25 = BM25ScoreCache(store, paths.bm25_cache_path(db_path), self._lock)
+
+    def vector_index(self, kind: str):
+        """The FAISS index of ``kind`` ("caption" | "image") at the store's current revision."""
+        return self.vectors[kind].get()
+
+    def bm25_cache(self):
+        """The BM25 score cache at the store's current revision, or None (FTS5 answers)."""
+        return self.bm25.get()
+
+    def update(self, rev0: int, touched: set[int]) -> None:
+        """After an index run that started at store revision ``rev0`` and changed the photos ``touched``."""
+        for cache in (*self.vectors.values(), self.bm25):
+            cache.update(rev0, touched)
+
+    def refresh(self) -> None:
+        """Bring every cache up to the store's revision (rebuilt from the store when stale)."""
+        for cache in self.vectors.values():
+            cache.get()
+        self.bm25.update()
+
+    def clear(self) -> None:
+        """Forget what is held in memory (the files stay)."""
+        with self._lock:
+            for cache in (*self.vectors.values(), self.bm25):
+                cache.forget()

@@ -1,0 +1,241 @@
+"""The query path: signals → fusion → re-ranking → hits.
+
+    engine = QueryEngine(store, caches, models)
+    engine.search("dog on a beach", k=10, mode="hybrid")         # [Hit], best first
+    engine.like(photo_id_or_path, k=10)                          # photos that look like this one
+    engine.ranked_lists(text, qvec, "hybrid", n)                 # per-signal lists before fusion (bench/tune_fusion.py)
+
+Each signal returns its best ``candidates(k)`` photos (search/settings.py); the lists are fused, the
+hybrid top RERANK["depth"] re-ranked by the captioner's likelihood of the query, and photos whose file is
+gone are skipped — fetching deeper until ``k`` photos are found or every signal has given all it has.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+
+from imgsearch.errors import NotFoundError, UserError
+from imgsearch.hits import Hit
+from imgsearch.paths import resolve_root
+from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RERANK, candidates
+from imgsearch.store import queries
+
+log = logging.getLogger(__name__)
+
+Ranked = list[tuple[int, float]]     # (photo id, score), best first
+
+
+def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
+    """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
+    from imgsearch.search.fuse import fuse
+
+    if not lists:
+        return []
+    if len(lists) == 1:
+        return next(iter(lists.values()))
+    return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
+                k_rrf=FUSION["k_rrf"])
+
+
+class QueryEngine:
+    def __init__(self, store, caches, models):
+        self.store, self.caches, self.models = store, caches, models
+        self._pool = None            # one worker thread for the parts of a query that can overlap
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ text queries
+    def search(self, text: str | None, k: int = 10, mode: str = "hybrid", folder: str | os.PathLike | None = None,
+               rerank: bool = True) -> list[Hit]:
+        """The ``k`` best photos for free ``text`` (``folder``: only photos at or below it)."""
+        if mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        text = (text or "").strip()
+        if not text:
+            raise UserError("empty query")
+        k = int(k)
+        if k < 1:
+            return []
+        folder = self._folder(folder)
+        if not queries.has_searchable(self.store):
+            return []
+        allowed = queries.ids_under(self.store, folder) if folder is not None else None
+        n0 = candidates(k)
+        early = None
+        if mode == "hybrid":
+            # BM25 needs no query vector: it runs on the other core while MiniLM and FAISS run here
+            # (numpy, onnxruntime and FAISS release the GIL)
+            early = self._background().submit(self.bm25_search, text, n0, allowed)
+        qvec = self.models.embedder().embed([text])[0] if mode != "bm25" else None
+
+        def lists_for(n: int):
+            nonlocal early
+            pre = early.result() if early is not None and n == n0 else None
+            early = None
+            return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre)
+
+        post = (lambda fused: self.rerank(text, fused)) if mode == "hybrid" and rerank else None
+        try:
+            return self._collect(lists_for, k, FUSION["weights"], post=post)
+        finally:
+            if early is not None:
+                early.result()
+
+    def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
+                     bm25: Ranked | None = None) -> dict[str, Ranked]:
+        """The per-signal ranked lists of a query, before fusion (``bm25``: that list, if already computed
+        for this ``n``). Empty lists are left out."""
+        lists: dict[str, Ranked] = {}
+        for signal in MODE_SIGNALS[mode]:
+            if signal == "bm25":
+                lists["bm25"] = bm25 if bm25 is not None else self.bm25_search(text, n, allowed)
+            else:
+                lists[signal] = self.dense_search(signal, qvec, n, allowed)
+        return {name: lst for name, lst in lists.items() if lst}
+
+    def bm25_search(self, text: str, n: int, allowed: set[int] | None = None) -> Ranked:
+        """BM25 over captions, keywords and tags: the precomputed scores when current, else FTS5."""
+        from imgsearch.search import bm25
+
+        cache = self.caches.bm25_cache()
+        if cache is not None:
+            return cache.search(text, n, ids_filter=allowed)
+        with self.store.engine.connect() as conn:
+            return bm25.search(conn, text, n, ids_filter=allowed)
+
+    def dense_search(self, kind: str, qvec, n: int, allowed: set[int] | None = None) -> Ranked:
+        """Cosine of ``qvec`` with the stored vectors of ``kind`` ("caption" | "image")."""
+        vi = self.caches.vector_index(kind)
+        if len(vi) == 0:
+            return []
+        ids, scores = vi.search(np.asarray(qvec, dtype=np.float32), n,
+                                allowed_ids=None if allowed is None else np.fromiter(allowed, dtype=np.int64))
+        return [(int(i), float(sc)) for i, sc in zip(ids, scores) if int(i) >= 0]
+
+    # ------------------------------------------------------------------ query by example
+    def like(self, photo: str | os.PathLike | int, k: int = 10, folder: str | os.PathLike | None = None) -> list[Hit]:
+        """The photos most similar to ``photo`` (an indexed photo's id, or a path, indexed or not)."""
+        folder = self._folder(folder)
+        cap_vec, img_vec = self.photo_vectors(photo)
+        allowed = queries.ids_under(self.store, folder) if folder is not None else None
+
+        def lists_for(n: int):
+            lists = {"caption": self.dense_search("caption", cap_vec, n, allowed)}
+            if img_vec is not None:
+                lists["image"] = self.dense_search("image", img_vec, n, allowed)
+            return {name: lst for name, lst in lists.items() if lst}
+
+        return self._collect(lists_for, int(k), FUSION["like_weights"])
+
+    def photo_vectors(self, photo: str | os.PathLike | int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(caption vector, photo embedding) of an indexed photo (by id or path), else computed now."""
+        key = photo if isinstance(photo, int) else os.path.abspath(os.fspath(photo))
+        row = queries.stored_vectors(self.store, key)
+        if row is not None and row[0] is not None:
+            img = np.frombuffer(row[1], dtype="<f4") if row[1] is not None else None
+            return np.frombuffer(row[0], dtype="<f4"), img
+        if isinstance(photo, int):
+            raise NotFoundError(f"no indexed photo with id {photo}")
+        if not os.path.isfile(key):
+            raise NotFoundError(f"no such photo: {key}")
+        from imgsearch.errors import DecodeError
+        from imgsearch.indexer.decode import open_photo, to_model_input
+        from imgsearch.text.caption_vectors import N_BEST, caption_vectors
+
+        cap = self.models.captioner()
+        try:
+            image = to_model_input(open_photo(key, target=cap.image_size), cap.image_size, cap.resize)
+        except DecodeError as e:
+            raise UserError(f"cannot read {key}: {e}") from None
+        d = cap.describe(image[None], beam=3, n_best=N_BEST)[0]
+        vec = caption_vectors(self.models.embedder(), [[c for c, _ in d.captions]], [[t for t, _ in d.tags]])[0]
+        return vec, d.image_embedding
+
+    # ------------------------------------------------------------------ re-ranking
+    def rerank(self, text: str, fused: Ranked) -> Ranked:
+        """``fused`` with its top RERANK["depth"] re-ordered by log P(text | photo) (model/rerank.py).
+        Unchanged when the library has no scorer or cells, or no word of ``text`` is in the vocabulary;
+        damaged cells or a broken scorer cost the query its re-ranking, never the query."""
+        from imgsearch.model.rerank import rerank, unpack_cells
+
+        depth = int(RERANK["depth"])
+        if len(fused) < 2 or depth < 2:
+            return fused
+        scorer = self.scorer()
+        tokens = scorer.tokens(text) if scorer is not None else None
+        if tokens is None:
+            return fused
+        ids = [i for i, _ in fused[:depth]]
+        blobs = queries.cells(self.store, ids, scorer.version)
+        if not blobs:
+            return fused
+        have = [i for i in ids if i in blobs]
+        try:
+            ll = scorer.score(tokens, unpack_cells([blobs[i] for i in have]))
+        except Exception as e:  # noqa: BLE001 - damaged cells or a broken scorer of any kind: the fused order
+            log.warning("re-ranking skipped: %s: %s", type(e).__name__, e)
+            return fused
+        return rerank(fused, dict(zip(have, ll.tolist())), depth, float(RERANK["weight"]))
+
+    def scorer(self):
+        """The re-ranking scorer of the library's checkpoint, or None (no re-ranking)."""
+        return self.models.scorer(lambda version: queries.has_cells(self.store, version))
+
+    # ------------------------------------------------------------------ helpers
+    def _folder(self, folder) -> str | None:
+        if folder is None:
+            return None
+        folder = resolve_root(folder)
+        if not os.path.isdir(folder):
+            raise UserError(f"no such folder: {folder}")
+        return folder
+
+    def _background(self):
+        with self._lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-query")
+            return self._pool
+
+    def _collect(self, lists_for: Callable[[int], dict[str, Ranked]], k: int, weights: dict[str, float],
+                 post: Callable[[Ranked], Ranked] | None = None) -> list[Hit]:
+        """Fuse the ranked lists (then ``post``-process the fused list), over-fetching until ``k`` photos
+        whose files still exist are found or every signal has returned all it has (a list shorter than
+        asked for)."""
+        n = candidates(k)
+        while True:
+            lists = lists_for(n)
+            fused = fuse_lists(lists, weights)
+            hits = self.hits(post(fused) if post is not None else fused, k)
+            if len(hits) >= k or all(len(lst) < n for lst in lists.values()):
+                return hits
+            n *= 4
+
+    def hits(self, ranked: Sequence[tuple[int, float]], k: int) -> list[Hit]:
+        """:class:`Hit`s for the ranked ids, best first, skipping photos whose file is gone."""
+        hits: list[Hit] = []
+        pos = 0
+        with self.store.session() as s:
+            while len(hits) < k and pos < len(ranked):
+                chunk = ranked[pos:pos + max(k * 2, 16)]
+                pos += len(chunk)
+                rows = queries.hit_rows(s, [i for i, _ in chunk])
+                keep = [(i, sc) for i, sc in chunk if i in rows and os.path.exists(rows[i][0])]
+                keep = keep[: k - len(hits)]
+                terms = queries.terms_of(s, [i for i, _ in keep])
+                for i, sc in keep:
+                    path, caption = rows[i]
+                    hits.append(Hit(path=path, score=float(sc), caption=caption or "",
+                                    keywords=terms[i]["keyword"], id=i, tags=terms[i]["tag"], rank=len(hits) + 1))
+        return hits
+

@@ -1,0 +1,228 @@
+"""Row writers of an index run: photos, their captions/tags/cells, failures, index runs, BM25 documents.
+
+Each takes the caller's session (one transaction: the caller's) and plain values, and returns what
+the caller needs (a new photo id, the BM25 document to upsert). Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from sqlalchemy import delete, literal_column, select, update
+
+from imgsearch.store.models import Caption, IndexRun, Photo, PhotoCells, Tag, pack_vector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imgsearch.indexer.report import IndexReport
+
+CaptionRow = tuple[int, str, float]   # (rank, text, score)
+TagRow = tuple[str, str, float]       # (kind 'tag' | 'keyword', term, score)
+Document = tuple[int, str]            # (photo id, BM25 document text)
+
+
+@dataclass
+class Description:
+    """What the captioner said about one photo, ready to store."""
+
+    captions: list[tuple[str, float]]    # n-best (text, score), best first
+    tags: list[tuple[str, float]]
+    keywords: list[str]
+    caption_embedding: bytes | None
+    image_embedding: bytes | None
+    cells: bytes | None = None           # packed decoder grid cells (re-ranking), see model/rerank.py
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _parse_taken(v) -> datetime | None:
+    if v is None or isinstance(v, datetime):
+        return v
+    try:
+        return datetime.fromisoformat(str(v))
+    except ValueError:
+        return None
+
+
+def stat_values(info: dict) -> dict:
+    """The photo columns a decode worker's ``info`` fills in."""
+    return {
+        "size": info["size"],
+        "mtime_ns": info["mtime_ns"],
+        "content_hash": info["content_hash"],
+        "width": info.get("width"),
+        "height": info.get("height"),
+        "taken_at": _parse_taken(info.get("taken_at")),
+    }
+
+
+# ---------------------------------------------------------------------------- BM25 documents
+
+def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[str]) -> str:
+    """The BM25 document of a photo: its n-best captions, keywords and tags (normalised by bm25)."""
+    return " . ".join([*captions, " ".join(keywords), " ".join(tags)])
+
+
+def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow]) -> Document:
+    return photo_id, doc_text([t for _, t, _ in captions], [t for k, t, _ in tags if k == "keyword"],
+                              [t for k, t, _ in tags if k == "tag"])
+
+
+def rebuild_search_text(session) -> int:
+    """Rewrite every BM25 document from the stored captions/keywords/tags (one transaction: the caller's)."""
+    from imgsearch.search import bm25
+
+    bm25.ensure_fts(session)
+    bm25.clear(session)
+    caps: dict[int, list[str]] = {}
+    for pid, text in session.execute(
+        select(Caption.photo_id, Caption.text).join(Photo, Photo.id == Caption.photo_id)
+        .where(Photo.error.is_(None)).order_by(Caption.photo_id, Caption.rank)
+    ):
+        caps.setdefault(pid, []).append(text)
+    kw: dict[int, list[str]] = {}
+    tg: dict[int, list[str]] = {}
+    for pid, kind, term in session.execute(
+        select(Tag.photo_id, Tag.kind, Tag.term).order_by(Tag.photo_id, literal_column("tags.rowid"))
+    ):
+        (kw if kind == "keyword" else tg).setdefault(pid, []).append(term)
+    docs = [(pid, doc_text(c, kw.get(pid, []), tg.get(pid, []))) for pid, c in caps.items()]
+    return bm25.upsert_documents(session, docs)
+
+
+# ---------------------------------------------------------------------------- photos
+
+def upsert_photo(s, path: str, photo_id: int | None, info: dict, at: datetime) -> int:
+    """Update the stat of the row ``photo_id``, or insert a row for ``path``; returns the photo id."""
+    if photo_id is not None:
+        update_stat(s, photo_id, info)
+        return photo_id
+    p = Photo(path=path, folder=os.path.dirname(path), indexed_at=at, **stat_values(info))
+    s.add(p)
+    s.flush()
+    return p.id
+
+
+def update_stat(s, photo_id: int, info: dict) -> None:
+    s.execute(update(Photo).where(Photo.id == photo_id).values(**stat_values(info)))
+
+
+def move_photo(s, photo_id: int, path: str, info: dict) -> None:
+    """Re-point the row ``photo_id`` at ``path`` (its description stays)."""
+    s.execute(update(Photo).where(Photo.id == photo_id).values(
+        path=path, folder=os.path.dirname(path), **stat_values(info)))
+
+
+def replace_terms(s, photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow]) -> None:
+    """Replace the photo's captions and tags/keywords (none: just drop them)."""
+    s.execute(delete(Caption).where(Caption.photo_id == photo_id))
+    s.execute(delete(Tag).where(Tag.photo_id == photo_id))
+    if captions:
+        s.execute(Caption.__table__.insert(), [
+            {"photo_id": photo_id, "rank": r, "text": t, "score": sc} for r, t, sc in captions])
+    if tags:
+        s.execute(Tag.__table__.insert(), [
+            {"photo_id": photo_id, "kind": k, "term": t, "score": sc} for k, t, sc in tags])
+
+
+def set_cells(s, photo_id: int, data: bytes | None) -> None:
+    """Replace (or, with None, drop) the photo's re-ranking cells."""
+    s.execute(delete(PhotoCells).where(PhotoCells.photo_id == photo_id))
+    if data is not None:
+        s.execute(PhotoCells.__table__.insert(), [{"photo_id": photo_id, "data": data}])
+
+
+def write_description(s, photo_id: int, d: Description, version: str | None, at: datetime) -> Document:
+    """Store what the captioner said about the photo; returns its BM25 document."""
+    terms: dict[tuple[str, str], float] = {}
+    for term, sc in d.tags:
+        k = ("tag", term)
+        terms[k] = max(float(sc), terms.get(k, float("-inf")))
+    for term in d.keywords:
+        terms.setdefault(("keyword", term), 1.0)
+    captions = [(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)]
+    tags = [(k, t, sc) for (k, t), sc in terms.items()]
+    replace_terms(s, photo_id, captions, tags)
+    s.execute(update(Photo).where(Photo.id == photo_id).values(
+        caption=d.captions[0][0] if d.captions else "",
+        model_version=version, error=None, indexed_at=at,
+        caption_embedding=d.caption_embedding, image_embedding=d.image_embedding,
+    ))
+    set_cells(s, photo_id, d.cells)
+    return _document(photo_id, captions, tags)
+
+
+def copy_description(s, src: int, dst: int, at: datetime) -> Document:
+    """Give photo ``dst`` the description of photo ``src`` (same content); returns its BM25 document."""
+    row = s.execute(select(Photo.caption, Photo.model_version, Photo.caption_embedding, Photo.image_embedding)
+                    .where(Photo.id == src)).one()
+    captions = [(c.rank, c.text, c.score) for c in s.execute(select(Caption).where(Caption.photo_id == src)).scalars()]
+    tags = [(t.kind, t.term, t.score) for t in s.execute(
+        select(Tag).where(Tag.photo_id == src).order_by(literal_column("tags.rowid"))).scalars()]
+    cells = s.execute(select(PhotoCells.data).where(PhotoCells.photo_id == src)).scalar()
+    replace_terms(s, dst, captions, tags)
+    s.execute(update(Photo).where(Photo.id == dst).values(
+        caption=row.caption, model_version=row.model_version, error=None, indexed_at=at,
+        caption_embedding=row.caption_embedding, image_embedding=row.image_embedding,
+    ))
+    set_cells(s, dst, cells)
+    return _document(dst, captions, tags)
+
+
+def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime) -> bool:
+    """Record that ``path`` could not be indexed; False when the file has vanished since the scan
+    (then it is simply gone: its row, if any, is deleted)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if photo_id is not None:
+            s.execute(delete(Photo).where(Photo.id == photo_id))  # trigger drops its BM25 document
+        return False
+    except OSError:
+        st = None
+    vals = dict(size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0, error=reason, caption=None,
+                model_version=None, caption_embedding=None, image_embedding=None, indexed_at=at, width=None,
+                height=None, taken_at=None)
+    if photo_id is not None:
+        from imgsearch.search import bm25
+
+        replace_terms(s, photo_id, (), ())
+        set_cells(s, photo_id, None)
+        s.execute(update(Photo).where(Photo.id == photo_id).values(**vals))
+        bm25.delete_documents(s, [photo_id])
+    else:
+        s.add(Photo(path=path, folder=os.path.dirname(path), **vals))
+    return True
+
+
+def remove_photos(s, ids: Sequence[int]) -> None:
+    """Delete photos; captions/tags/cells cascade, a trigger drops the BM25 documents."""
+    for i in range(0, len(ids), 500):
+        s.execute(delete(Photo).where(Photo.id.in_(ids[i:i + 500])))
+
+
+def write_caption_embeddings(s, pairs: Iterable[tuple[int, object]]) -> None:
+    """Replace the caption embeddings of photos: ``(photo id, vector)`` pairs."""
+    for pid, v in pairs:
+        s.execute(update(Photo).where(Photo.id == pid).values(caption_embedding=pack_vector(v)))
+
+
+# ---------------------------------------------------------------------------- index runs
+
+def start_run(s, started: datetime, roots: list[str]) -> int:
+    run = IndexRun(started_at=started, roots=json.dumps(roots))
+    s.add(run)
+    s.flush()
+    return run.id
+
+
+def finish_run(s, run_id: int, r: IndexReport, model_version: str | None) -> None:
+    s.execute(update(IndexRun).where(IndexRun.id == run_id).values(
+        finished_at=now(), model_version=model_version, added=r.added,
+        updated=r.updated, moved=r.moved, removed=r.removed, failed=r.failed,
+        skipped_unchanged=r.skipped_unchanged, seconds=r.seconds,
+    ))
