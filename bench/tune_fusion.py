@@ -4,7 +4,7 @@
 Indexes the images of a COCO-style caption file into a library (or reuses one made by
 `imgsearch evaluate-retrieval --library`), runs every reference caption through each signal once
 (bm25, caption embeddings, photo embeddings), then scores every fusion setting offline on the
-same ranked lists. Prints a table, best first, and the setting to put into library.FUSION.
+same ranked lists. Prints a table, best first, and the setting to put into imgsearch/search/settings.py FUSION.
 
     python bench/tune_fusion.py --captions ../shared/data/flickr8k/captions_dev.json \\
         --images ../shared/data/flickr8k/images --library /tmp/dev-library.db
@@ -82,7 +82,7 @@ def main() -> None:
         return np.where(np.isnan(sc), np.inf, r).astype(np.float64)
 
     # what the Library fuses for a k=10 query: each signal's top n = max(k * overfetch, k + 20)
-    from imgsearch.library import FUSION
+    from imgsearch.search.settings import FUSION
 
     n_list = max(10 * FUSION["overfetch"], 30)
     ranks = {sig: rank_matrix(scores[sig]) for sig in signals}
@@ -135,7 +135,8 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
 
     Queries are split by photo into halves A and B (5 captions of a photo stay together): a setting
     chosen on A and scored on B shows how much of the gain is tuning to these queries."""
-    from imgsearch.library import RERANK, Library
+    from imgsearch.library import Library
+    from imgsearch.search.settings import RERANK
     from imgsearch.model.rerank import rerank as rerank_rule
     from imgsearch.model.rerank import unpack_cells
     from imgsearch.store.queries import cells as stored_cells
@@ -202,7 +203,7 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
 
 
 def FUSION_W() -> str:
-    from imgsearch.library import FUSION
+    from imgsearch.search.settings import FUSION
 
     return "/".join(f"{FUSION['weights'][s]:g}" for s in ("bm25", "caption", "image"))
 

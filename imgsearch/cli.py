@@ -366,7 +366,7 @@ def evaluate_retrieval(
     json_out: JsonOpt = False,
 ):
     """Text→image Recall@1/5/10 and median rank of the library's search, per mode."""
-    from imgsearch.library import MODES
+    from imgsearch.search.settings import MODES
     from imgsearch.retrieval import evaluate_retrieval as run
 
     device = _device(device)

@@ -32,6 +32,8 @@ from imgsearch.search.caches import SearchCaches
 from imgsearch.search.engine import QueryEngine, fuse_lists
 from imgsearch.search.settings import FUSION, MODES, RERANK
 from imgsearch.store import queries
+from imgsearch.store.db import current_revision, open_store
+from imgsearch.store.upgrade import sync_search_text
 
 __all__ = ["Library", "Hit", "IndexReport", "LibraryError", "FUSION", "RERANK", "MODES", "fuse_lists"]
 
@@ -48,9 +50,6 @@ class Library:
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "auto", captioner=None, *,
                  model: str | os.PathLike | None = None, create: bool = True, models: Models | None = None):
-        from imgsearch.store.db import open_store
-        from imgsearch.store.upgrade import sync_search_text
-
         self.path = _paths.resolve_db_path(path)
         self.models = models if models is not None else Models(model, parse_device(device), captioner=captioner)
         self.store = open_store(self.path, create=create)
@@ -114,8 +113,8 @@ class Library:
         photos but now has none (an unmounted drive?) keeps them unless ``prune_empty=True``.
         ``progress``: called with (done, total) as photos are processed (the CLI draws a bar with it).
         """
-        from imgsearch.indexer.lock import index_lock
-        from imgsearch.indexer.runner import IndexRunner
+        from imgsearch.indexer.lock import index_lock          # the indexing parts: a query process never
+        from imgsearch.indexer.runner import IndexRunner      # needs them
         from imgsearch.indexer.scan import RootNotFoundError
 
         if isinstance(paths, (str, os.PathLike)):
@@ -180,8 +179,6 @@ class Library:
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
         """Counts, last index run, model versions, where the library is and its size on disk."""
-        from imgsearch.store.db import current_revision
-
         store = self._open_store()
         photos, failed, versions = queries.photo_counts(store)
         last, last_done = queries.last_runs(store)

@@ -231,7 +231,7 @@ def test_cache_persistence_and_freshness(ro_db, tmp_path):
 
 
 def test_cache_pruned_top_k_is_exact():
-    """MaxScore pruning (BM25Cache._search_pruned) returns exactly the full scoring's top k, ties included."""
+    """MaxScore pruning (BM25Cache.search_pruned) returns exactly the full scoring's top k, ties included."""
     import numpy as np
 
     rng = np.random.default_rng(3)
@@ -252,5 +252,5 @@ def test_cache_pruned_top_k_is_exact():
         order = np.lexsort((cache.ids, -scores))[:k]
         want = [(int(cache.ids[j]), float(scores[j])) for j in order if scores[j] > 0]
         assert cache.search(q, k) == want, q
-        pruned_used += len(cols) > 1 and cache._search_pruned(cols, k) is not None
+        pruned_used += len(cols) > 1 and cache.search_pruned(cols, k) is not None
     assert pruned_used > 30                                  # the pruned path really ran

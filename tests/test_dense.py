@@ -98,7 +98,7 @@ def test_allowed_ids_exact_and_selector(kind, monkeypatch):
     ref_i, _ = brute(ids, vecs, q, 10, allowed)
     got_i, _ = idx.search(q, 10, allowed_ids=allowed)  # small set: exact reconstruction path
     assert list(got_i) == list(ref_i)
-    monkeypatch.setattr(D, "_BRUTE_FORCE_MAX", 0)  # force the FAISS IDSelector path
+    monkeypatch.setattr(D, "EXACT_MAX", 0)  # force the FAISS IDSelector path
     got_i, _ = idx.search(q, 10, allowed_ids=np.array(sorted(allowed)))
     assert list(got_i) == list(ref_i)
     assert len(idx.search(q, 10, allowed_ids=[])[0]) == 0
@@ -220,7 +220,7 @@ def test_ivf_upsert_remove_filter_and_roundtrip(ivf, tmp_path, monkeypatch):
     assert len(got) == 10 and set(got.tolist()) <= allowed
     ref_i, _ = brute(ids, vecs, q[0], 10, allowed)
     assert len(set(got.tolist()) & set(ref_i.tolist())) >= 8
-    monkeypatch.setattr(D, "_BRUTE_FORCE_MAX", 0)       # large set: proportionally more cells
+    monkeypatch.setattr(D, "EXACT_MAX", 0)       # large set: proportionally more cells
     big = set(ids[2::3].tolist())
     got, _ = idx.search(q[0], 10, allowed_ids=np.array(sorted(big)))
     assert len(got) == 10 and set(got.tolist()) <= big

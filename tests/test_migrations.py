@@ -89,6 +89,6 @@ def test_migrations_are_transactional(tmp_path, monkeypatch):
 
 
 def test_fast_head_matches_alembic():
-    from imgsearch.store.db import _head_from_files
+    from imgsearch.store.db import head_from_files
 
-    assert _head_from_files() == head_revision()
+    assert head_from_files() == head_revision()

@@ -185,7 +185,7 @@ def test_status_reports_reranking(tiny_library):
 
 def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
     db, ckpt = tiny_library
-    from imgsearch.library import RERANK
+    from imgsearch.search.settings import RERANK
 
     with Library(db, model=ckpt, device="cpu") as lib:
         text = "a red circle on the grass"

@@ -85,7 +85,7 @@ def test_foreign_host_header_refused(client):
 # ---------------------------------------------------------------------------- search
 
 def test_info_lists_library_modes(client):
-    from imgsearch.library import MODES
+    from imgsearch.search.settings import MODES
 
     info = client.get("/api/info").json()
     assert [m["id"] for m in info["modes"]] == list(MODES)
@@ -149,7 +149,7 @@ def test_k_limits_results(client):
 
 
 def test_unsupported_mode_is_a_clear_400(client):
-    from imgsearch.library import MODES
+    from imgsearch.search.settings import MODES
 
     for mode in ("fuzzy", "image" if "image" not in MODES else "IMAGE", "", "x" * 300):
         r = client.get("/api/search", params={"q": "red", "mode": mode})

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from imgsearch.indexer.scan import diff, scan
 from imgsearch.paths import is_under, resolve_root
 from imgsearch.store.queries import photos_under
 
@@ -54,8 +55,6 @@ def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], ret
               prune_empty: bool = False) -> Plan:
     """Scan ``roots_in`` and diff against the store. ``get_version()`` (the captioner's model version)
     is called only when some unchanged photo may need re-captioning by another version."""
-    from imgsearch.indexer.scan import diff, scan
-
     scan_errors: list[tuple[str, str]] = []
     entries = list(scan(roots_in, on_error=lambda p, r: scan_errors.append((p, r))))
     roots = [resolve_root(r) for r in roots_in]

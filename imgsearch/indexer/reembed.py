@@ -13,14 +13,13 @@ from sqlalchemy import select
 from imgsearch.store.db import Store, bump_revision, get_meta, set_meta
 from imgsearch.store.models import Caption, Photo, Tag
 from imgsearch.store.writes import write_caption_embeddings
+from imgsearch.text.caption_vectors import N_BEST, RECIPE, caption_vectors
 
 META_KEY = "text_embedder"
 
 
 def embedding_version(embedder) -> str:
     """What the stored caption embeddings were made with: the text embedder and the caption-vector recipe."""
-    from imgsearch.text.caption_vectors import RECIPE
-
     return f"{embedder.version}|{RECIPE}"
 
 
@@ -28,8 +27,6 @@ def refresh_caption_embeddings(store: Store, get_embedder: Callable[[], Any], ch
     """Re-embed every described photo when its caption embedding was made by another embedder or
     recipe (recorded in ``meta``); returns the ids re-embedded. An empty library records nothing:
     its first described batch records the version."""
-    from imgsearch.text.caption_vectors import N_BEST, caption_vectors
-
     with store.session() as s:
         stored = get_meta(s, META_KEY)
         n = s.execute(select(Photo.id).where(Photo.caption.is_not(None)).limit(1)).first()

@@ -39,6 +39,7 @@ from imgsearch.indexer.loader import (BATCH_TIMEOUT_S, ISOLATE_TIMEOUT_S, batche
 from imgsearch.indexer.plan import Plan, WorkItem, make_plan
 from imgsearch.indexer.reembed import META_KEY, embedding_version, refresh_caption_embeddings
 from imgsearch.indexer.report import IndexReport
+from imgsearch.search import bm25
 from imgsearch.store import writes
 from imgsearch.store.db import Store, bump_revision, set_meta
 from imgsearch.store.models import pack_vector
@@ -183,8 +184,6 @@ class IndexRunner:
                 self._fail(s, self.plan.work[i], info["error"], at)
             self.touched.update(pid for pid, _ in docs)
             if docs:
-                from imgsearch.search import bm25
-
                 bm25.upsert_documents(s, docs)
             if todo.describe and not self.embedder_recorded:
                 set_meta(s, META_KEY, embedding_version(self.get_embedder()))

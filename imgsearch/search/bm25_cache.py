@@ -100,7 +100,7 @@ class BM25Cache:
         if not cols:
             return []
         if ids_filter is None and len(cols) > 1:
-            pruned = self._search_pruned(cols, k)
+            pruned = self.search_pruned(cols, k)
             if pruned is not None:
                 return pruned
         scores = np.zeros(len(self.ids), dtype=np.float32)
@@ -132,7 +132,7 @@ class BM25Cache:
             self._tmax = tmax
         return self._tmax
 
-    def _search_pruned(self, cols: list[int], k: int):
+    def search_pruned(self, cols: list[int], k: int):
         """Exact top-k without scoring every posting (MaxScore, Turtle & Flood 1995), or None.
 
         Terms are taken by descending upper bound into an "essential" set E; only documents in E's

@@ -17,6 +17,9 @@ import threading
 from pathlib import Path
 
 from imgsearch import paths
+from imgsearch.search import bm25
+from imgsearch.search.bm25_cache import BM25Cache
+from imgsearch.search.dense import VectorIndex, choose_index_type
 from imgsearch.store import vectors as stored
 from imgsearch.text import EMBED_DIM
 
@@ -57,8 +60,6 @@ class VectorCache:
     def _open(self, rev: int, index_type: str | None = None):
         """The file if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from the store —
         flat, or IVF-SQ8 for large libraries (dense.choose_index_type) — and saved."""
-        from imgsearch.search.dense import VectorIndex
-
         counted: list[int] = []
 
         def count() -> int:   # counting a million rows costs about a second: only when a rebuild needs it, once
@@ -74,8 +75,6 @@ class VectorCache:
         """After an index run: apply its changes to the file if it was current at ``rev0`` (cheap), else
         rebuild it from the store. Saved atomically with the new revision. An index that grew past (or
         shrank below) what its type suits is rebuilt as the right type."""
-        from imgsearch.search.dense import VectorIndex, choose_index_type
-
         with self._lock:
             self._held = None
             rev = self.store.revision()
@@ -119,8 +118,6 @@ class BM25ScoreCache:
 
     def get(self):
         """The cache when its file is at the store's revision, else None."""
-        from imgsearch.search.bm25_cache import BM25Cache
-
         with self._lock:
             rev = self.store.revision()
             if self._held is not None and self._held[0] == rev:
@@ -142,9 +139,6 @@ class BM25ScoreCache:
         return self.get()
 
     def _refresh(self, force: bool) -> None:
-        from imgsearch.search import bm25
-        from imgsearch.search.bm25_cache import BM25Cache
-
         Path(f"{self.path}.npz").unlink(missing_ok=True)   # the format before memory-mapping
         with self._lock:
             self._held = None

@@ -41,7 +41,7 @@ __all__ = ["VectorIndex", "INDEX_TYPES", "FORMAT"]
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = vector_file.INDEX_TYPES
-_BRUTE_FORCE_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reconstruction
+EXACT_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reconstruction
 IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
 FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
 IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
@@ -199,7 +199,7 @@ class VectorIndex:
                 D = np.full((len(q), max(k, 0)), -np.inf, dtype=np.float32)
             elif self.index_type == "ivfsq8":
                 I, D = self._search_ivf(q, k, allowed)
-            elif allowed is not None and len(allowed) <= _BRUTE_FORCE_MAX:
+            elif allowed is not None and len(allowed) <= EXACT_MAX:
                 I, D = self._search_exact(q, k, allowed)
             else:
                 I, D = self._search_flat(q, k, allowed)
@@ -230,7 +230,7 @@ class VectorIndex:
             # a folder filter keeps a fraction of each cell: probe proportionally more cells so the
             # allowed photos still fill k results (all cells for a small set: exact over the codes)
             frac = max(len(allowed) / max(n, 1), 1e-9)
-            nprobe = self.nlist if len(allowed) <= _BRUTE_FORCE_MAX else min(self.nlist, int(self.nprobe / frac) + 1)
+            nprobe = self.nlist if len(allowed) <= EXACT_MAX else min(self.nlist, int(self.nprobe / frac) + 1)
             params = faiss.SearchParametersIVF(nprobe=nprobe, sel=faiss.IDSelectorBatch(allowed))
         D, I = self._index.search(q, kk, params=params)
         return self._pad(I, D, k)

@@ -18,9 +18,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from imgsearch.errors import NotFoundError, UserError
+from imgsearch.errors import DecodeError, NotFoundError, UserError
 from imgsearch.hits import Hit
+from imgsearch.model.rerank import rerank, unpack_cells
 from imgsearch.paths import resolve_root
+from imgsearch.search import bm25
+from imgsearch.search.fuse import fuse
 from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RERANK, candidates
 from imgsearch.store import queries
 
@@ -31,8 +34,6 @@ Ranked = list[tuple[int, float]]     # (photo id, score), best first
 
 def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
     """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
-    from imgsearch.search.fuse import fuse
-
     if not lists:
         return []
     if len(lists) == 1:
@@ -104,8 +105,6 @@ class QueryEngine:
 
     def bm25_search(self, text: str, n: int, allowed: set[int] | None = None) -> Ranked:
         """BM25 over captions, keywords and tags: the precomputed scores when current, else FTS5."""
-        from imgsearch.search import bm25
-
         cache = self.caches.bm25_cache()
         if cache is not None:
             return cache.search(text, n, ids_filter=allowed)
@@ -147,7 +146,6 @@ class QueryEngine:
             raise NotFoundError(f"no indexed photo with id {photo}")
         if not os.path.isfile(key):
             raise NotFoundError(f"no such photo: {key}")
-        from imgsearch.errors import DecodeError
         from imgsearch.indexer.decode import open_photo, to_model_input
         from imgsearch.text.caption_vectors import N_BEST, caption_vectors
 
@@ -165,8 +163,6 @@ class QueryEngine:
         """``fused`` with its top RERANK["depth"] re-ordered by log P(text | photo) (model/rerank.py).
         Unchanged when the library has no scorer or cells, or no word of ``text`` is in the vocabulary;
         damaged cells or a broken scorer cost the query its re-ranking, never the query."""
-        from imgsearch.model.rerank import rerank, unpack_cells
-
         depth = int(RERANK["depth"])
         if len(fused) < 2 or depth < 2:
             return fused

@@ -127,7 +127,7 @@ def clean_folder(lib, folder: str | None) -> str | None:
 def supported_modes(lib) -> tuple[str, ...]:
     modes = getattr(lib, "modes", None)
     if not modes:
-        from imgsearch.library import MODES
+        from imgsearch.search.settings import MODES
 
         modes = MODES
     return tuple(modes)

@@ -46,9 +46,7 @@ def make_engine(path: str | os.PathLike) -> Engine:
         try:
             cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys = ON")
-            mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode and str(mode[0]).lower() != "wal":  # e.g. a read-only medium
-                pass
+            cur.execute("PRAGMA journal_mode = WAL").fetchone()   # stays as it is on a read-only medium
             cur.execute("PRAGMA synchronous = NORMAL")
         finally:
             cur.close()
@@ -81,7 +79,7 @@ def include_name(name, type_, parent_names) -> bool:
     return not (type_ == "table" and name and name.startswith("photo_fts"))
 
 
-def _head_from_files() -> str | None:
+def head_from_files() -> str | None:
     """The head revision read from the version file names (``NNNN_*.py``, a linear history),
     so that opening an up-to-date library does not need to import Alembic at all."""
     try:
@@ -206,7 +204,7 @@ def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = 
 
     engine = make_engine(path)
     try:
-        fast_head = _head_from_files()
+        fast_head = head_from_files()
         if fast_head is not None and path.is_file() and path.stat().st_size > 0:
             try:
                 with engine.connect() as conn:

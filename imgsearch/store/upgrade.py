@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from imgsearch.store.db import get_meta, set_meta
+from imgsearch.store.writes import rebuild_search_text
 from imgsearch.text.normalize import NORMALIZER_VERSION
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,6 @@ log = logging.getLogger(__name__)
 def sync_search_text(store) -> None:
     """Rebuild the BM25 documents when they were made with another text normalisation. A library that
     cannot be written (read-only medium) keeps searching with the terms it has."""
-    from imgsearch.store.writes import rebuild_search_text
-
     with store.session() as s:
         if get_meta(s, "fts_normalizer") == NORMALIZER_VERSION:
             return

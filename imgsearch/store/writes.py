@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from sqlalchemy import delete, literal_column, select, update
 
+from imgsearch.search import bm25
 from imgsearch.store.models import Caption, IndexRun, Photo, PhotoCells, Tag, pack_vector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,8 +75,6 @@ def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagR
 
 def rebuild_search_text(session) -> int:
     """Rewrite every BM25 document from the stored captions/keywords/tags (one transaction: the caller's)."""
-    from imgsearch.search import bm25
-
     bm25.ensure_fts(session)
     bm25.clear(session)
     caps: dict[int, list[str]] = {}
@@ -188,8 +187,6 @@ def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime)
                 model_version=None, caption_embedding=None, image_embedding=None, indexed_at=at, width=None,
                 height=None, taken_at=None)
     if photo_id is not None:
-        from imgsearch.search import bm25
-
         replace_terms(s, photo_id, (), ())
         set_cells(s, photo_id, None)
         s.execute(update(Photo).where(Photo.id == photo_id).values(**vals))
