@@ -5,6 +5,7 @@ One library is one folder::
     <dir>/library.db                  SQLite (WAL: also library.db-wal, library.db-shm)
     <dir>/library.db.captions.faiss   FAISS cache over caption embeddings (rebuilt from SQLite when stale)
     <dir>/library.db.images.faiss     FAISS cache over image embeddings
+    <dir>/library.db.labels.faiss     FAISS cache over zero-shot label vectors
     <dir>/library.db.lock             held while an index run writes
     <dir>/thumbs/                     thumbnails
 
@@ -53,6 +54,10 @@ def images_faiss_path(db: str | os.PathLike) -> Path:
     return Path(f"{db}.images.faiss")
 
 
+def labels_faiss_path(db: str | os.PathLike) -> Path:
+    return Path(f"{db}.labels.faiss")
+
+
 def bm25_cache_path(db: str | os.PathLike) -> Path:
     return Path(f"{db}.bm25")
 
@@ -74,6 +79,7 @@ def library_files(db: str | os.PathLike) -> list[Path]:
         Path(f"{db}-shm"),
         captions_faiss_path(db),
         images_faiss_path(db),
+        labels_faiss_path(db),
         bm25_cache_path(db),
     ]
 

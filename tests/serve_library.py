@@ -50,7 +50,8 @@ def relabel(lib, captions: dict[str, str]) -> None:
             s.execute(delete(Caption).where(Caption.photo_id == pid))
             s.execute(delete(Tag).where(Tag.photo_id == pid))
             s.execute(update(Photo).where(Photo.id == pid).values(
-                caption=cap, caption_embedding=pack_vector(v), image_embedding=pack_vector(v)))
+                caption=cap, caption_embedding=pack_vector(v), image_embedding=pack_vector(v),
+                label_embedding=pack_vector(v)))
             s.add_all([Caption(photo_id=pid, rank=0, text=cap, score=-0.25),
                        Caption(photo_id=pid, rank=1, text=f"{cap} again", score=-0.75)])
             s.add_all([Tag(photo_id=pid, kind="tag", term="picture", score=0.5),

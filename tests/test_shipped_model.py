@@ -69,3 +69,38 @@ def test_end_to_end_index_and_find_real_photos_by_description(captioner, photos,
             assert Path(hits[0].path).name == expect[query], (query, [(Path(h.path).name, h.caption) for h in hits])
         like = lib.query(like=photos / "chelsea.png", k=3)
         assert Path(like[0].path).name == "chelsea.png" and like[0].score >= like[1].score
+
+
+def test_zero_shot_labels_find_the_coffee_cup(captioner, photos, tmp_path):
+    """The encoder's classifier on every grid cell sees the espresso the captions miss: the label vector finds
+    the cup by `--mode labels`, and it is stored, indexed and upgraded like the other vectors."""
+    from imgsearch import Library
+    from imgsearch.model import labels
+    from imgsearch.model.tags import load_tag_table
+
+    with Library(tmp_path / "library.db", captioner=captioner) as lib:
+        lib.index([photos], batch_size=4, workers=0, progress=None)
+        hits = lib.query("a cup of coffee", k=3, mode="labels")
+        assert Path(hits[0].path).name == "coffee.png", [(Path(h.path).name, h.tags) for h in hits]
+        assert Path(lib.query("a cat", k=1, mode="labels")[0].path).name == "chelsea.png"
+        # the stored top classes: espresso first, read back from the packed blob
+        with sqlite3.connect(tmp_path / "library.db") as c:
+            blob, version = c.execute(
+                "SELECT labels, labels_version FROM photos WHERE path LIKE '%coffee.png'").fetchone()
+        ids, probs = labels.unpack(blob)
+        assert version == labels.LABELS_VERSION and len(ids) == labels.TOP
+        assert load_tag_table().names[ids[0]] == "espresso" and probs[0] > 0.5
+        assert list(probs) == sorted(probs, reverse=True)
+
+        # a library labelled by an older version (or before labels existed) is relabelled by the next run,
+        # without re-captioning
+        with sqlite3.connect(tmp_path / "library.db") as c:
+            c.execute("UPDATE photos SET labels = NULL, label_embedding = NULL, labels_version = NULL")
+            caps_before = c.execute("SELECT id, caption FROM photos ORDER BY id").fetchall()
+        report = lib.index([photos], batch_size=4, workers=0, progress=None)
+        assert (report.labelled, report.added, report.updated) == (len(SAMPLES), 0, 0)
+        with sqlite3.connect(tmp_path / "library.db") as c:
+            assert c.execute("SELECT id, caption FROM photos ORDER BY id").fetchall() == caps_before
+            assert c.execute("SELECT count(*) FROM photos WHERE labels_version = ?",
+                             (labels.LABELS_VERSION,)).fetchone()[0] == len(SAMPLES)
+        assert Path(lib.query("a cup of coffee", k=1, mode="labels")[0].path).name == "coffee.png"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from imgsearch.indexer.scan import diff, scan
+from imgsearch.model.labels import LABELS_VERSION
 from imgsearch.paths import is_under, resolve_root
 from imgsearch.store.queries import photos_under
 
@@ -18,14 +19,15 @@ from imgsearch.store.queries import photos_under
 @dataclass
 class WorkItem:
     path: str
-    reason: str            # why it is in the work list: "new" | "changed" | "stale" (model version) | "retry" (failed before)
+    reason: str            # why it is in the work list: "new" | "changed" | "stale" (model version) | "retry"
+                           # (failed before) | "labels" (described, but without this version's zero-shot labels)
     photo_id: int | None   # the row at this path, if any
 
 
 @dataclass
 class Plan:
     roots: list[str]                     # resolved, as the scan reports paths under them
-    work: list[WorkItem]                 # in scan order: new, changed, stale, retry
+    work: list[WorkItem]                 # in scan order: new, changed, stale, labels, retry
     gone: dict[str, int]                 # path → id of stored photos whose files the scan did not find
     on_disk: set[str]                    # every path the scan found
     scan_errors: list[tuple[str, str]]   # (path, reason) of what the scan could not read
@@ -83,7 +85,10 @@ def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], ret
     version = get_version() if unchanged_ok else None
     stale = [p for p in unchanged_ok if rows[p].model_version != version or rows[p].caption is None]
     work += [WorkItem(p, "stale", rows[p].id) for p in stale]
-    skipped = len(unchanged_ok) - len(stale)
+    stale_set = set(stale)
+    unlabelled = [p for p in unchanged_ok if p not in stale_set and rows[p].labels_version != LABELS_VERSION]
+    work += [WorkItem(p, "labels", rows[p].id) for p in unlabelled]
+    skipped = len(unchanged_ok) - len(stale) - len(unlabelled)
     if retry_failed:
         work += [WorkItem(p, "retry", rows[p].id) for p in unchanged_failed]
     else:

@@ -12,6 +12,7 @@ class IndexReport:
     removed: int = 0
     failed: int = 0
     skipped_unchanged: int = 0
+    labelled: int = 0          # described photos that only got their zero-shot labels (an upgrade)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), this run only
     seconds: float = 0.0
 
@@ -23,6 +24,7 @@ class IndexReport:
             "removed": self.removed,
             "failed": self.failed,
             "skipped_unchanged": self.skipped_unchanged,
+            "labelled": self.labelled,
             "errors": [{"path": p, "reason": r} for p, r in self.errors],
             "seconds": round(self.seconds, 3),
         }

@@ -39,6 +39,7 @@ from imgsearch.indexer.loader import (BATCH_TIMEOUT_S, ISOLATE_TIMEOUT_S, batche
 from imgsearch.indexer.plan import Plan, WorkItem, make_plan
 from imgsearch.indexer.reembed import META_KEY, embedding_version, refresh_caption_embeddings
 from imgsearch.indexer.report import IndexReport
+from imgsearch.model.labels import LABELS_VERSION
 from imgsearch.search import bm25
 from imgsearch.store import writes
 from imgsearch.store.db import Store, bump_revision, set_meta
@@ -148,6 +149,13 @@ class IndexRunner:
 
     # ---------------------------------------------------------------- batch
     def _do_batch(self, cap, ok_idx: list[int], images, infos: list[dict], failed: list[tuple[int, dict]]):
+        relabel = [k for k, i in enumerate(ok_idx) if self.plan.work[i].reason == "labels"]
+        if relabel:   # described photos that only need their zero-shot labels: no rules, no captioning
+            self._write_labels(cap, [self.plan.work[ok_idx[k]] for k in relabel], images, relabel)
+            skip = set(relabel)
+            keep = [k for k in range(len(ok_idx)) if k not in skip]
+            ok_idx, infos = [ok_idx[k] for k in keep], [infos[k] for k in keep]
+            images = images[keep] if keep else None
         items = [self.plan.work[i] for i in ok_idx]
         with self.store.session() as s:
             by_hash = photos_by_hash(s, sorted({info["content_hash"] for info in infos}))
@@ -190,6 +198,22 @@ class IndexRunner:
                 self.embedder_recorded = True
             bump_revision(s)
 
+    def _write_labels(self, cap, items: list[WorkItem], images, positions: list[int]) -> None:
+        """Labels for photos described before the label signal existed: encoder only (one transaction)."""
+        grid, _ = cap.encode(images[positions])
+        found = cap.labels_from_grid(grid)
+        with self.store.write() as s:
+            docs = [writes.write_labels(s, w.photo_id, self._labels(f)) for w, f in zip(items, found)]
+            bm25.upsert_documents(s, docs)
+            bump_revision(s)
+        self.touched.update(w.photo_id for w in items)
+        self.report.labelled += len(items)
+
+    @staticmethod
+    def _labels(found) -> writes.Labels:
+        packed, vec, region = found
+        return writes.Labels(packed, pack_vector(vec), list(region), LABELS_VERSION)
+
     def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
         """Caption the batch images at ``positions`` and embed what was said; by position."""
         if not positions:
@@ -206,6 +230,8 @@ class IndexRunner:
             list(d.captions), list(d.tags), list(d.keywords), pack_vector(emb[k]),
             pack_vector(d.image_embedding) if getattr(d, "image_embedding", None) is not None else None,
             getattr(d, "cells", None),
+            writes.Labels(d.labels, pack_vector(d.label_embedding), list(d.region_tags), LABELS_VERSION)
+            if getattr(d, "labels", None) is not None else None,
         ) for k, (pos, d) in enumerate(zip(positions, descs))}
 
     def _count(self, w: WorkItem) -> None:

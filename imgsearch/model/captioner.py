@@ -37,6 +37,9 @@ class Description:
     keywords: list[str]                        # content words of the captions, then tag words
     image_embedding: np.ndarray | None = None  # (384,) photo embedding in MiniLM space, when the checkpoint has a projection
     cells: bytes | None = None                 # the decoder's grid cells, packed (model/rerank.py), Transformer decoders
+    labels: bytes | None = None                # top ImageNet classes by their best grid cell, packed (model/labels.py)
+    label_embedding: np.ndarray | None = None  # (384,) zero-shot label vector in MiniLM space (model/labels.py)
+    region_tags: list[tuple[str, float]] = field(default_factory=list)   # tags read off the labels, minus ``tags``
 
     @property
     def caption(self) -> str:
@@ -58,6 +61,7 @@ class Captioner:
     no_repeat_ngram: int = 2       # beam search never repeats a word pair (best dev CIDEr of 0, 2, 3)
     encoder_backend: str = "auto"  # CPU: "auto" = ONNX Runtime when it can be built (model/encoder_onnx.py), "torch"
     _onnx_encoder: object = field(default=None, repr=False, compare=False)
+    _label_head: object = field(default=None, repr=False, compare=False)      # the classifier's (weight, bias), NumPy
 
     @property
     def device(self) -> torch.device:
@@ -205,12 +209,28 @@ class Captioner:
         cells = None
         if rerank.supports(self):
             cells = rerank.pack_cells(rerank.cells_from_grid(self, grid))
+        found = self.labels_from_grid(grid)
         out = []
         for i in range(len(caps)):
             kw = keywords([c for c, _ in caps[i]] + [t for t, _ in tags[i]])
+            packed, vec, region = found[i]
+            have = {t for t, _ in tags[i]}
             out.append(Description(caps[i], tags[i], kw, None if emb is None else emb[i],
-                                   None if cells is None else cells[i]))
+                                   None if cells is None else cells[i], packed, vec,
+                                   [(t, sc) for t, sc in region if t not in have]))
         return out
+
+    def labels_from_grid(self, grid: torch.Tensor) -> list[tuple[bytes, np.ndarray, list[tuple[str, float]]]]:
+        """(B, 49, C) grid → per photo (packed top classes, label vector, region tags) (model/labels.py)."""
+        from . import labels
+
+        if self._label_head is None:
+            fc = self.encoder.net._fc
+            self._label_head = (fc.weight.detach().float().cpu().numpy(), fc.bias.detach().float().cpu().numpy())
+        head = grid[..., :labels.HEAD_CHANNELS].float().cpu().numpy()          # (B, 49, 1280)
+        ids, probs = labels.top_labels(labels.cell_probs(head, *self._label_head))
+        vecs = labels.label_vectors(ids, probs)                                 # (B, 384)
+        return [(labels.pack(i, p), v, labels.region_tags(i, p)) for i, p, v in zip(ids, probs, vecs)]
 
     @torch.inference_mode()
     def embed_images(self, grid: torch.Tensor) -> np.ndarray:

@@ -169,6 +169,7 @@ class SearchCaches:
         self.vectors = {
             "caption": VectorCache(store, paths.captions_faiss_path(db_path), "caption", self._lock),
             "image": VectorCache(store, paths.images_faiss_path(db_path), "image", self._lock),
+            "labels": VectorCache(store, paths.labels_faiss_path(db_path), "labels", self._lock),
         }
         self.bm25 = BM25ScoreCache(store, paths.bm25_cache_path(db_path), self._lock)
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 # Search modes and the signals each one uses. The mode "dense" is the signal "caption" (its public name).
-MODES = ("hybrid", "bm25", "dense", "image")
+MODES = ("hybrid", "bm25", "dense", "image", "labels")
 MODE_SIGNALS: dict[str, tuple[str, ...]] = {
     "hybrid": ("bm25", "caption", "image"),
     "bm25": ("bm25",),
     "dense": ("caption",),
     "image": ("image",),
+    "labels": ("labels",),           # the zero-shot label vector (model/labels.py)
 }
 
 FUSION: dict[str, Any] = {

@@ -48,6 +48,9 @@ class Photo(Base):
     indexed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     caption_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)     # float32[EMBED_DIM]
     image_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[EMBED_DIM] (rev 0002)
+    labels: Mapped[Optional[bytes]] = mapped_column(LargeBinary)                # top classes, packed (rev 0005)
+    label_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[EMBED_DIM] (rev 0005)
+    labels_version: Mapped[Optional[str]] = mapped_column(String(64))           # model/labels.LABELS_VERSION
 
     captions: Mapped[list["Caption"]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", passive_deletes=True, order_by="Caption.rank"
@@ -82,14 +85,14 @@ class Tag(Base):
     __tablename__ = "tags"
 
     photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)            # 'tag' | 'keyword'
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)            # 'tag' | 'keyword' | 'region'
     term: Mapped[str] = mapped_column(Text, primary_key=True)
     score: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
 
     photo: Mapped[Photo] = relationship(back_populates="tags")
 
     __table_args__ = (
-        CheckConstraint("kind IN ('tag', 'keyword')", name="ck_tags_kind"),
+        CheckConstraint("kind IN ('tag', 'keyword', 'region')", name="ck_tags_kind"),
         Index("ix_tags_term", "term"),
     )
 

@@ -63,9 +63,10 @@ def hit_rows(session, ids) -> dict[int, tuple[str, str | None]]:
 
 
 def terms_of(session, ids) -> dict[int, dict[str, list[str]]]:
-    """{id: {"tag": [...], "keyword": [...]}} for ``ids``: tags by score, keywords in stored order."""
+    """{id: {"tag": [...], "keyword": [...]}} for ``ids``: tags by score (photo-level, then region tags),
+    keywords in stored order."""
 
-    terms: dict[int, dict[str, list[str]]] = {i: {"tag": [], "keyword": []} for i in ids}
+    terms: dict[int, dict[str, list[str]]] = {i: {"tag": [], "keyword": [], "region": []} for i in ids}
     if terms:
         for pid, kind, term in session.execute(
             select(Tag.photo_id, Tag.kind, Tag.term)
@@ -73,6 +74,8 @@ def terms_of(session, ids) -> dict[int, dict[str, list[str]]]:
             .order_by(Tag.photo_id, Tag.kind, Tag.score.desc(), literal_column("tags.rowid"))
         ):
             terms[pid][kind].append(term)
+    for t in terms.values():   # region tags (a class seen in one part of the photo) after the photo-level ones
+        t["tag"] += t.pop("region")
     return terms
 
 
@@ -120,12 +123,13 @@ def failed_files(store) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------- what indexing reads
 
 def photos_under(session, roots: list[str]) -> dict:
-    """{path: row (id, path, size, mtime_ns, error, model_version, caption)} of the photos under ``roots``."""
+    """{path: row (id, path, size, mtime_ns, error, model_version, caption, labels_version)} of the photos
+    under ``roots``."""
     rows = {}
     # roots in chunks: `imgsearch index *.jpg` passes thousands of them, more than one SQL expression may hold
     for i in range(0, len(roots), 200):
         q = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.error, Photo.model_version,
-                   Photo.caption).where(or_(*[under_clause(Photo.path, r) for r in roots[i:i + 200]]))
+                   Photo.caption, Photo.labels_version).where(or_(*[under_clause(Photo.path, r) for r in roots[i:i + 200]]))
         rows.update({r.path: r for r in session.execute(q)})
     return rows
 

@@ -1,6 +1,7 @@
 """The stored embeddings, read in bulk for the FAISS caches (straight SQL: a million rows).
 
-``kind`` is a vector kind: "caption" (the caption vector) or "image" (the photo embedding).
+``kind`` is a vector kind: "caption" (the caption vector), "image" (the photo embedding) or "labels" (the
+zero-shot label vector, model/labels.py).
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from sqlalchemy import bindparam, text
 
 from imgsearch.text import EMBED_DIM
 
-KINDS = ("caption", "image")
-_COLUMN = {"caption": "caption_embedding", "image": "image_embedding"}
+KINDS = ("caption", "image", "labels")
+_COLUMN = {"caption": "caption_embedding", "image": "image_embedding", "labels": "label_embedding"}
 
 
 def _column(kind: str) -> str:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from imgsearch.indexer.report import IndexReport
 
 CaptionRow = tuple[int, str, float]   # (rank, text, score)
-TagRow = tuple[str, str, float]       # (kind 'tag' | 'keyword', term, score)
+TagRow = tuple[str, str, float]       # (kind 'tag' | 'region' | 'keyword', term, score)
 Document = tuple[int, str]            # (photo id, BM25 document text)
 
 
@@ -34,6 +34,23 @@ class Description:
     caption_embedding: bytes | None
     image_embedding: bytes | None
     cells: bytes | None = None           # packed decoder grid cells (re-ranking), see model/rerank.py
+    labels: "Labels | None" = None       # zero-shot labels (model/labels.py)
+
+
+@dataclass
+class Labels:
+    """A photo's zero-shot labels, ready to store (model/labels.py)."""
+
+    packed: bytes                        # top classes, packed
+    embedding: bytes                     # float32 label vector
+    region_tags: list[tuple[str, float]] # tags read off the top classes, minus the photo-level tags
+    version: str                         # model/labels.LABELS_VERSION
+
+    def columns(self) -> dict:
+        return {"labels": self.packed, "label_embedding": self.embedding, "labels_version": self.version}
+
+
+NO_LABELS = {"labels": None, "label_embedding": None, "labels_version": None}
 
 
 def now() -> datetime:
@@ -70,7 +87,7 @@ def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[st
 
 def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow]) -> Document:
     return photo_id, doc_text([t for _, t, _ in captions], [t for k, t, _ in tags if k == "keyword"],
-                              [t for k, t, _ in tags if k == "tag"])
+                              [t for k, t, _ in tags if k != "keyword"])
 
 
 def rebuild_search_text(session) -> int:
@@ -143,6 +160,8 @@ def write_description(s, photo_id: int, d: Description, version: str | None, at:
         terms[k] = max(float(sc), terms.get(k, float("-inf")))
     for term in d.keywords:
         terms.setdefault(("keyword", term), 1.0)
+    for term, sc in (d.labels.region_tags if d.labels is not None else ()):
+        terms.setdefault(("region", term), float(sc))
     captions = [(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)]
     tags = [(k, t, sc) for (k, t), sc in terms.items()]
     replace_terms(s, photo_id, captions, tags)
@@ -150,6 +169,7 @@ def write_description(s, photo_id: int, d: Description, version: str | None, at:
         caption=d.captions[0][0] if d.captions else "",
         model_version=version, error=None, indexed_at=at,
         caption_embedding=d.caption_embedding, image_embedding=d.image_embedding,
+        **(d.labels.columns() if d.labels is not None else NO_LABELS),
     ))
     set_cells(s, photo_id, d.cells)
     return _document(photo_id, captions, tags)
@@ -157,7 +177,8 @@ def write_description(s, photo_id: int, d: Description, version: str | None, at:
 
 def copy_description(s, src: int, dst: int, at: datetime) -> Document:
     """Give photo ``dst`` the description of photo ``src`` (same content); returns its BM25 document."""
-    row = s.execute(select(Photo.caption, Photo.model_version, Photo.caption_embedding, Photo.image_embedding)
+    row = s.execute(select(Photo.caption, Photo.model_version, Photo.caption_embedding, Photo.image_embedding,
+                           Photo.labels, Photo.label_embedding, Photo.labels_version)
                     .where(Photo.id == src)).one()
     captions = [(c.rank, c.text, c.score) for c in s.execute(select(Caption).where(Caption.photo_id == src)).scalars()]
     tags = [(t.kind, t.term, t.score) for t in s.execute(
@@ -167,6 +188,7 @@ def copy_description(s, src: int, dst: int, at: datetime) -> Document:
     s.execute(update(Photo).where(Photo.id == dst).values(
         caption=row.caption, model_version=row.model_version, error=None, indexed_at=at,
         caption_embedding=row.caption_embedding, image_embedding=row.image_embedding,
+        labels=row.labels, label_embedding=row.label_embedding, labels_version=row.labels_version,
     ))
     set_cells(s, dst, cells)
     return _document(dst, captions, tags)
@@ -185,7 +207,7 @@ def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime)
         st = None
     vals = dict(size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0, error=reason, caption=None,
                 model_version=None, caption_embedding=None, image_embedding=None, indexed_at=at, width=None,
-                height=None, taken_at=None)
+                height=None, taken_at=None, **NO_LABELS)
     if photo_id is not None:
         replace_terms(s, photo_id, (), ())
         set_cells(s, photo_id, None)
@@ -194,6 +216,23 @@ def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime)
     else:
         s.add(Photo(path=path, folder=os.path.dirname(path), **vals))
     return True
+
+
+def write_labels(s, photo_id: int, labels: Labels) -> Document:
+    """Give an already described photo its zero-shot labels (an upgrade that needs no re-captioning): the
+    label columns, its region tags; returns its BM25 document, rebuilt from what is stored."""
+    s.execute(delete(Tag).where(Tag.photo_id == photo_id, Tag.kind == "region"))
+    have = set(s.execute(select(Tag.term).where(Tag.photo_id == photo_id, Tag.kind == "tag")).scalars())
+    region = [(t, sc) for t, sc in labels.region_tags if t not in have]
+    if region:
+        s.execute(Tag.__table__.insert(), [
+            {"photo_id": photo_id, "kind": "region", "term": t, "score": float(sc)} for t, sc in region])
+    s.execute(update(Photo).where(Photo.id == photo_id).values(**labels.columns()))
+    captions = [(c.rank, c.text, c.score) for c in s.execute(
+        select(Caption).where(Caption.photo_id == photo_id).order_by(Caption.rank)).scalars()]
+    tags = [(t.kind, t.term, t.score) for t in s.execute(
+        select(Tag).where(Tag.photo_id == photo_id).order_by(literal_column("tags.rowid"))).scalars()]
+    return _document(photo_id, captions, tags)
 
 
 def remove_photos(s, ids: Sequence[int]) -> None:
