@@ -8,6 +8,13 @@ same ranked lists. Prints a table, best first, and the setting to put into imgse
 
     python bench/tune_fusion.py --captions ../shared/data/flickr8k/captions_dev.json \\
         --images ../shared/data/flickr8k/images --library /tmp/dev-library.db
+
+The offline fusion is the engine's (search/engine.py, search/fuse.py "zsum"): each signal's top
+FUSION["depth"] photos whatever k, z-scores over those, a photo missing from a list gets the list's lowest
+z-score. `--depth N` scores another fixed depth; `--rerank` then tunes the caption-likelihood re-ranking
+(`--weights B/C/I` re-ranks another fusion); `--relevance` tables the relevance bar of search/relevance.py
+(R@10 of each mode with the photos below a bar cut, the precision of the results at the bar, and what a
+list of nonsense and off-topic queries returns at the default).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +41,13 @@ def main() -> None:
     ap.add_argument("--rerank", action="store_true",
                     help="then tune the caption-likelihood re-ranking (depth, weight) of the shipped fusion")
     ap.add_argument("--rerank-max-depth", type=int, default=60)
+    ap.add_argument("--weights", default=None, metavar="B/C/I",
+                    help="--rerank: re-rank this fusion (bm25/caption/image weights) instead of FUSION['weights']")
+    ap.add_argument("--relevance", action="store_true",
+                    help="then calibrate the relevance bar (search/relevance.py): R@10 of each mode when the photos "
+                         "below a bar are cut, the precision of the results at the bar, what nonsense queries return")
+    ap.add_argument("--depth", type=int, default=None,
+                    help="photos per signal the fusion is made of (default: FUSION['depth'] of search/settings.py)")
     args = ap.parse_args()
 
     from imgsearch.library import Library
@@ -81,20 +96,22 @@ def main() -> None:
         r[np.arange(Q)[:, None], order] = np.arange(1, N + 1)[None]
         return np.where(np.isnan(sc), np.inf, r).astype(np.float64)
 
-    # what the Library fuses for a k=10 query: each signal's top n = max(k * overfetch, k + 20)
+    # what the Library fuses for any query: each signal's top FUSION["depth"], whatever k
     from imgsearch.search.settings import FUSION
 
-    n_list = max(10 * FUSION["overfetch"], 30)
+    n_list = int(args.depth or FUSION["depth"])
     ranks = {sig: rank_matrix(scores[sig]) for sig in signals}
     present = {sig: ranks[sig] <= n_list for sig in signals}
     minmax, zs = {}, {}
+    warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN rows: a signal that matched nothing
     for sig in signals:
         sc = np.where(present[sig], scores[sig].astype(np.float64), np.nan)
         lo, hi = np.nanmin(sc, 1, keepdims=True), np.nanmax(sc, 1, keepdims=True)
         minmax[sig] = np.nan_to_num((sc - lo) / np.where(hi > lo, hi - lo, 1.0), nan=0.0)
         mu, sd = np.nanmean(sc, 1, keepdims=True), np.nanstd(sc, 1, keepdims=True)
         z = (sc - mu) / np.where(sd > 0, sd, 1.0)
-        zs[sig] = np.where(present[sig], z, np.nanmin(z, 1, keepdims=True))
+        # a query the signal returned nothing for: the signal adds nothing (the engine leaves empty lists out)
+        zs[sig] = np.nan_to_num(np.where(present[sig], z, np.nanmin(z, 1, keepdims=True)), nan=0.0)
 
     rows = []
     for sig in signals:
@@ -114,23 +131,78 @@ def main() -> None:
     rows.sort(key=lambda r: -(r["R@1"] + r["R@5"] + r["R@10"]))
     if args.json:
         print(json.dumps(rows, indent=1))
-    print(f"{len(rows) - len(signals)} fusion settings on the top {n_list} of each signal (as Library.query(k=10) "
-          "fuses them); median rank is approximate beyond that")
+    print(f"{len(rows) - len(signals)} fusion settings on the top {n_list} of each signal (as Library.query fuses "
+          "them, whatever k); median rank is approximate beyond that")
     print(f"{'setting':40s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'medr':>5s}")
     singles = [r for r in rows if r["setting"].endswith("alone")]
     for r in rows[:15] + singles:
         print(f"{r['setting']:40s} {r['R@1']:6.3f} {r['R@5']:6.3f} {r['R@10']:6.3f} {r['median_rank']:5.0f}")
     best = next(r for r in rows if "method" in r)
     print("best:", json.dumps({"method": best["method"], "k_rrf": best["k_rrf"] or 60, "weights": best["weights"]}))
+    if args.relevance:
+        tune_relevance(args, scores, ranks, zs, true, n_list)
     if args.rerank:
-        w = FUSION["weights"]
+        w = dict(zip(signals, map(float, args.weights.split("/")))) if args.weights else FUSION["weights"]
         if FUSION["method"] != "zsum":
             raise SystemExit("--rerank simulates the shipped zsum fusion only")
         fused = sum(w.get(s, 1.0) * zs[s] for s in signals)
-        tune_rerank(args, fused, true, queries, col)
+        tune_rerank(args, fused, true, queries, col, w)
 
 
-def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -> None:
+NONSENSE = ["the a of and is", "of the", "xqzvkj", "qwxz fjdkv", "asdfgh", "zxcvbnm", "hjkl", "🐶", "!!!",
+            "blorp fnord", "lorem ipsum dolor sit amet", "jjjjjj", "kqzt wvxp"]
+OFF_TOPIC = ["quantum chromodynamics", "a spreadsheet of quarterly taxes", "a javascript compiler error",
+             "income tax return form", "password reset email", "linear algebra homework"]
+
+
+def tune_relevance(args, scores: dict, ranks: dict, zs: dict, true: np.ndarray, depth: int) -> None:
+    """The relevance bar: for each bar, R@10 of dense, image and hybrid (the fused order, before re-ranking)
+    when the photos whose relevance is below it are cut, as the engine computes relevance: 1 for a photo in
+    the query's BM25 list (hybrid), else its best cosine (a cosine signal's lowest listed cosine for a photo
+    past its top ``depth``), at least 0. "at bar": the precision of the results whose relevance is within
+    0.02 above the bar (what the last kept results of a query are), against the one photo each caption was
+    written for — a lower bound, since other photos often fit the caption too."""
+    from imgsearch.library import Library
+    from imgsearch.search.settings import FUSION, RELEVANCE
+
+    Q = len(true)
+    cos = {s: scores[s].astype(np.float64) for s in ("caption", "image")}
+
+    def listed(s):
+        top = ranks[s] <= depth
+        low = np.nanmin(np.where(top, cos[s], np.nan), 1, keepdims=True)
+        return np.where(top, cos[s], low)
+
+    floor0 = lambda a: np.maximum(np.nan_to_num(a, nan=0.0), 0.0)  # noqa: E731
+    modes = {
+        "dense": (cos["caption"], floor0(cos["caption"])),
+        "image": (cos["image"], floor0(cos["image"])),
+        "hybrid": (sum(FUSION["weights"][s] * zs[s] for s in zs),
+                   np.where(ranks["bm25"] <= depth, 1.0, floor0(np.fmax(listed("caption"), listed("image"))))),
+    }
+    bars = sorted({round(float(b), 2) for b in np.arange(0.0, 0.305, 0.02)} | {float(RELEVANCE["min_score"])})
+    print(f"\nrelevance bar (default {RELEVANCE['min_score']}): R@10 with the photos below it cut; at bar = precision "
+          "of the results just above it; kept = photos kept per query")
+    print(f"{'bar':>5s} | " + " | ".join(f"{m + ': R@10':>12s} {'at bar':>6s} {'kept':>6s}" for m in modes))
+    for bar in bars:
+        cells = []
+        for mode, (order, rel) in modes.items():
+            f = np.nan_to_num(order, nan=-np.inf)
+            keep = rel >= bar
+            t = f[np.arange(Q), true][:, None]
+            r10 = ((((f >= t) & keep).sum(1) <= 10) & keep[np.arange(Q), true]).mean()
+            near = keep & (rel < bar + 0.02)
+            hit = near[np.arange(Q), true].sum()
+            cells.append(f"{r10:12.4f} {hit / max(near.sum(), 1):6.4f} {keep.sum(1).mean():6.0f}")
+        print(f"{bar:5.2f} | " + " | ".join(cells))
+    with Library(args.library) as lib:
+        for name, qs in (("nonsense", NONSENSE), ("off-topic", OFF_TOPIC)):
+            found = {m: sum(bool(lib.query(q, k=10, mode=m)) for q in qs) for m in ("hybrid", "bm25", "dense", "image")}
+            print(f"{name} queries ({len(qs)}) that return a photo at the default bar: "
+                  + ", ".join(f"{m} {n}" for m, n in found.items()))
+
+
+def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict, w: dict) -> None:
     """Re-rank the shipped fusion's top D by log P(query | photo) for a grid of (depth, weight).
 
     Queries are split by photo into halves A and B (5 captions of a photo stay together): a setting
@@ -145,10 +217,15 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
     Q, D = len(queries), args.rerank_max_depth
     cand = np.argsort(-fused, axis=1, kind="stable")[:, :D]                       # (Q, D) columns
     ids = np.array(sorted(col, key=col.get))                                    # column → photo id
-    cache = Path(args.library).with_suffix(f".rerank{D}.npz")
+    # log-likelihoods cached per (query, photo) pair: another fusion (weights, depth) scores only new pairs
+    cache = Path(args.library).with_suffix(".rerank-pairs.npz")
+    known: dict[tuple[int, int], float] = {}
     if cache.exists():
-        ll = np.load(cache)["ll"]
-    else:
+        c = np.load(cache)
+        known = {(int(q), int(p)): float(x) for q, p, x in zip(c["q"], c["p"], c["ll"])}
+    ll = np.full((Q, D), np.nan, dtype=np.float32)
+    todo = [qi for qi in range(Q) if any((qi, int(c)) not in known for c in cand[qi])]
+    if todo:
         t0 = time.time()
         with Library(args.library) as lib:
             scorer = lib.engine.scorer()
@@ -156,13 +233,16 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
                 raise SystemExit("this library has no re-ranking scorer (index it with a Transformer checkpoint)")
             blobs = stored_cells(lib.store, ids.tolist(), scorer.version)
             cells = unpack_cells([blobs[int(i)] for i in ids])                  # (N, 49, D) in column order
-            ll = np.full((Q, D), np.nan, dtype=np.float32)
-            for qi, (q, _) in enumerate(queries):
-                tok = scorer.tokens(q)
-                if tok is not None:
-                    ll[qi] = scorer.score(tok, cells[cand[qi]])
-        np.savez(cache, ll=ll)
-        print(f"log-likelihoods of {Q} queries × top {D}: {time.time() - t0:.1f} s")
+            for qi in todo:
+                tok = scorer.tokens(queries[qi][0])
+                miss = [int(c) for c in cand[qi] if (qi, int(c)) not in known]
+                got = scorer.score(tok, cells[miss]) if tok is not None else np.full(len(miss), np.nan)
+                known.update({(qi, c): float(x) for c, x in zip(miss, got)})
+        keys = np.array(list(known), dtype=np.int64).reshape(-1, 2)
+        np.savez(cache, q=keys[:, 0], p=keys[:, 1], ll=np.array(list(known.values()), dtype=np.float32))
+        print(f"log-likelihoods of {len(todo)} queries (new pairs of the top {D}): {time.time() - t0:.1f} s")
+    for qi in range(Q):
+        ll[qi] = [known[(qi, int(c))] for c in cand[qi]]
 
     def ranks(depth: int, weight: float, sel: np.ndarray) -> dict:
         out = []
@@ -181,7 +261,8 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
             al = ranks(depth, weight, np.ones(Q, bool))
             rows.append((depth, weight, a, b, al))
     plain = ranks(0, 0.0, np.ones(Q, bool))
-    print(f"\ncaption-likelihood re-ranking of the shipped fusion (zsum {FUSION_W()}); no re-ranking: "
+    print(f"\ncaption-likelihood re-ranking of the fusion zsum {'/'.join(f'{w[s]:g}' for s in w)} over the top "
+          f"{args.depth or FUSION_DEPTH()} of each signal; no re-ranking: "
           f"{plain['R@1']:.3f} / {plain['R@5']:.3f} / {plain['R@10']:.3f} (median rank {plain['median_rank']:.0f})")
     print(f"{'depth':>5s} {'weight':>6s} | {'A: R@1':>6s} {'R@5':>6s} {'R@10':>6s} | {'B: R@1':>6s} {'R@5':>6s} "
           f"{'R@10':>6s} | {'all: R@1':>8s} {'R@5':>6s} {'R@10':>6s} {'medr':>5s}")
@@ -202,10 +283,10 @@ def tune_rerank(args, fused: np.ndarray, true: np.ndarray, queries, col: dict) -
               f"{cur[4]['R@10']:.3f} (median rank {cur[4]['median_rank']:.0f})")
 
 
-def FUSION_W() -> str:
+def FUSION_DEPTH() -> int:
     from imgsearch.search.settings import FUSION
 
-    return "/".join(f"{FUSION['weights'][s]:g}" for s in ("bm25", "caption", "image"))
+    return int(FUSION["depth"])
 
 
 def _ids_paths(lib):

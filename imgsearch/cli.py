@@ -179,6 +179,10 @@ def query(
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank",
                                          help="hybrid: re-rank the best candidates by how likely the captioner "
                                               "is to write TEXT for each photo.")] = True,
+    min_score: Annotated[Optional[float], typer.Option(
+        "--min-score", help="Cut photos whose relevance to TEXT (0..1: 1 = its captions, keywords or tags share a "
+                            "word with TEXT, else its best cosine with TEXT) is lower. Default: the calibrated "
+                            "bar; 0 keeps everything.", show_default=False)] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ):
@@ -186,7 +190,7 @@ def query(
     if (text is None) == (like is None):
         raise UserError("give either TEXT or --like PHOTO")
     with _open(db, create=False) as lib:
-        hits = lib.query(text, k=k, mode=mode, in_folder=folder, like=like, rerank=rerank)
+        hits = lib.query(text, k=k, mode=mode, in_folder=folder, like=like, rerank=rerank, min_score=min_score)
     if json_out:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return

@@ -159,17 +159,18 @@ class Library:
     # ------------------------------------------------------------------ query
     def query(self, text: str | None = None, k: int = 10, mode: str = "hybrid",
               in_folder: str | os.PathLike | None = None, like: str | os.PathLike | int | None = None,
-              rerank: bool = True) -> list[Hit]:
+              rerank: bool = True, min_score: float | None = None) -> list[Hit]:
         """The ``k`` best photos for free ``text`` — or, with ``like`` (a photo path, indexed or not, or a
         photo id), the photos most similar to that photo. ``in_folder``: only photos at or below it.
         Photos whose file is gone are skipped.
 
         In ``hybrid`` mode the fused top RERANK["depth"] are re-ranked by how likely the captioner is to
-        write ``text`` for each photo (``rerank=False``: the fused order as it is)."""
+        write ``text`` for each photo (``rerank=False``: the fused order as it is). ``min_score``: photos whose
+        relevance to ``text`` is lower are cut (None: the calibrated default; 0: none; search/relevance.py)."""
         self._open_store()
         if like is not None:
             return self.engine.like(like, k, folder=in_folder)
-        return self.engine.search(text, k, mode, folder=in_folder, rerank=rerank)
+        return self.engine.search(text, k, mode, folder=in_folder, rerank=rerank, min_score=min_score)
 
     def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
                      bm25: list[tuple[int, float]] | None = None) -> dict[str, list[tuple[int, float]]]:

@@ -194,3 +194,33 @@ def test_cli_module_does_not_import_torch():
 
     code = "import sys; import imgsearch.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_query_min_score_and_nothing_found(tmp_path, tiny_model):
+    """--min-score reaches Library.query (photos less relevant are cut; 0 cuts none); a query that matches
+    nothing prints "no matching photos" on stderr (exit 0) and ``[]`` with --json."""
+    pics = tmp_path / "pics"
+    make_set(pics, ["red_circle", "blue_square", "sky", "checker", "stripes"], "p")
+    db = tmp_path / "library.db"
+    assert run("index", pics, "--db", db, "--workers", 0, "--quiet").exit_code == 0
+    with Library(db) as lib:
+        every = lib.query("a red circle", k=5, mode="dense", min_score=0)
+        bar = sorted(h.score for h in every)[2]                       # keeps the best 3 (cosines: the scores shown)
+        want = lib.query("a red circle", k=5, mode="dense", min_score=bar)
+    assert len(every) == 5 and len(want) == 3
+    for args, expect in ((("--min-score", bar), want), (("--min-score", 0), every)):
+        r = run("query", "a red circle", "--db", db, "-k", 5, "--mode", "dense", "--json", *args)
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)
+        assert [(g["id"], g["rank"]) for g in got] == [(h.id, h.rank) for h in expect]
+        assert set(got[0]) == {"rank", "score", "path", "caption", "keywords", "tags", "id"}   # the same shape
+    for mode in ("hybrid", "bm25", "dense", "image"):
+        for q in ("the a of and is", "xqzvkj"):
+            r = run("query", q, "--db", db, "--mode", mode, "--json")
+            assert r.exit_code == 0 and json.loads(r.stdout) == [], (mode, q, r.output)
+            r = run("query", q, "--db", db, "--mode", mode)
+            assert r.exit_code == 0 and r.stdout == "" and "no matching photos" in r.stderr, (mode, q)
+    r = run("query", "xqzvkj", "--db", db, "--mode", "dense", "--min-score", 0, "--json")
+    assert len(json.loads(r.stdout)) == 5                             # no cut: the old behaviour
+    r = run("query", "a red circle", "--db", db, "--min-score", "lots")
+    assert r.exit_code != 0

@@ -148,6 +148,31 @@ def test_k_limits_results(client):
     assert search(client, q="a photo", k=100, mode="dense")["count"] == len(PHOTOS)
 
 
+def test_search_min_score_and_nothing_found(client, served_library):
+    """&min_score= reaches Library.query (dense: the relevance is the cosine shown); a query that matches
+    nothing answers 200 with no results in every mode; a min_score that is not a number is a 400."""
+    base, db, pics, ids = served_library
+    every = search(client, q="a blue sky above a green field", mode="dense", k=10, min_score=0)
+    assert every["count"] == len(PHOTOS) and every["min_score"] == 0
+    bar = every["results"][2]["score"]
+    cut = search(client, q="a blue sky above a green field", mode="dense", k=10, min_score=bar)
+    assert [r["id"] for r in cut["results"]] == [r["id"] for r in every["results"] if r["score"] >= bar]
+    assert 3 <= cut["count"] < len(PHOTOS) and cut["min_score"] == pytest.approx(bar)
+    with Library(db, create=False) as lib:
+        for mode in ("hybrid", "dense"):
+            want = lib.query("blue sky", k=10, mode=mode, min_score=0.3)
+            got = search(client, q="blue sky", mode=mode, k=10, min_score=0.3)
+            assert [r["id"] for r in got["results"]] == [h.id for h in want], mode
+    for mode in [m["id"] for m in client.get("/api/info").json()["modes"]]:
+        for q in ("the a of and is", "xqzvkj", "🐶"):
+            data = search(client, q=q, mode=mode)
+            assert (data["count"], data["results"]) == (0, []), (mode, q)
+    assert search(client, q="xqzvkj", mode="dense", min_score=0)["count"] == len(PHOTOS)
+    for bad in ("nan", "inf", "lots"):
+        r = client.get("/api/search", params={"q": "red", "min_score": bad})
+        assert r.status_code == 400 and "min_score" in r.json()["detail"], bad
+
+
 def test_unsupported_mode_is_a_clear_400(client):
     from imgsearch.search.settings import MODES
 

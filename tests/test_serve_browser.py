@@ -240,6 +240,26 @@ def test_rerank_switch(site, driver):
     wait(driver, lambda d: not d.find_element(By.ID, "rerank").is_enabled(), "disabled outside hybrid")
 
 
+def empty_state(drv):
+    found = drv.find_elements(By.CSS_SELECTOR, "#grid .empty")
+    return found[0].text if found else None
+
+
+def test_nothing_found_shows_an_empty_state(site, driver):
+    url, pics, ids = site
+    open_page(driver, url)
+    type_query(driver, "xqzvkj")                                     # random letters: no photo matches
+    wait(driver, lambda d: empty_state(d) == "No matching photos", "the empty state")
+    assert cards(driver) == [] and "0 results for “xqzvkj”" in driver.find_element(By.ID, "summary").text
+    assert driver.find_element(By.ID, "error").get_attribute("hidden") is not None       # not an error
+    type_query(driver, "red circle")                                 # a real query replaces it with cards
+    wait(driver, lambda d: first_path(d) == str(pics / "red_circle.jpg"), "results again")
+    assert empty_state(driver) is None
+    open_page(driver, url, "?q=red+circle&min_score=1.5")           # min_score from the URL reaches the API
+    wait(driver, lambda d: empty_state(d) == "No matching photos", "cut by min_score")
+    assert cards(driver) == [] and "min_score=1.5" in driver.current_url
+
+
 def test_status_panel(site, driver):
     url, pics, ids = site
     open_page(driver, url)

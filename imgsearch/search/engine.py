@@ -1,17 +1,22 @@
-"""The query path: signals → fusion → re-ranking → hits.
+"""The query path: signals → fusion → re-ranking → relevance cut → hits.
 
     engine = QueryEngine(store, caches, models)
     engine.search("dog on a beach", k=10, mode="hybrid")         # [Hit], best first
     engine.like(photo_id_or_path, k=10)                          # photos that look like this one
     engine.ranked_lists(text, qvec, "hybrid", n)                 # per-signal lists before fusion (bench/tune_fusion.py)
 
-Each signal returns its best ``candidates(k)`` photos (search/settings.py); the lists are fused, the
-hybrid top RERANK["depth"] re-ranked by the captioner's likelihood of the query, and photos whose file is
-gone are skipped — fetching deeper until ``k`` photos are found or every signal has given all it has.
+The ranking depends only on the query, never on k: each signal returns its best FUSION["depth"] photos
+whatever k; the lists are fused (z-scores and the fill for a missing photo computed from those lists
+only), the hybrid top RERANK["depth"] re-ranked by the captioner's likelihood of the query, and photos
+below the relevance bar cut (search/relevance.py). When that gives fewer than k photos whose file
+still exists, the lists 4× deeper are fused the same way and the photos not yet ranked appended below
+(then 16× ...), until k are found or every signal has given all it has. So the first n results of k=n
+are the first n of any larger k, and a vanished file only drops out of the order.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from typing import Callable, Sequence
@@ -22,9 +27,9 @@ from imgsearch.errors import DecodeError, NotFoundError, UserError
 from imgsearch.hits import Hit
 from imgsearch.model.rerank import rerank, unpack_cells
 from imgsearch.paths import resolve_root
-from imgsearch.search import bm25
+from imgsearch.search import bm25, relevance
 from imgsearch.search.fuse import fuse
-from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RERANK, candidates
+from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK
 from imgsearch.store import queries
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ class QueryEngine:
         self.store, self.caches, self.models = store, caches, models
         self._pool = None            # one worker thread for the parts of a query that can overlap
         self._lock = threading.Lock()
+        self._calibrated: tuple[int, bool] | None = None    # (store revision, relevance.calibrated)
 
     def close(self) -> None:
         with self._lock:
@@ -56,21 +62,26 @@ class QueryEngine:
 
     # ------------------------------------------------------------------ text queries
     def search(self, text: str | None, k: int = 10, mode: str = "hybrid", folder: str | os.PathLike | None = None,
-               rerank: bool = True) -> list[Hit]:
-        """The ``k`` best photos for free ``text`` (``folder``: only photos at or below it)."""
+               rerank: bool = True, min_score: float | None = None) -> list[Hit]:
+        """The ``k`` best photos for free ``text`` (``folder``: only photos at or below it) whose relevance
+        is at least ``min_score`` (None: the calibrated default; <= 0: no cut; search/relevance.py)."""
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         text = (text or "").strip()
         if not text:
             raise UserError("empty query")
         k = int(k)
+        bar = relevance.bar(min_score) if min_score is not None else None
         if k < 1:
             return []
         folder = self._folder(folder)
         if not queries.has_searchable(self.store):
             return []
+        if (bar is None or bar > 0) and not self.knows_a_word(text, mode):
+            return []
+        bar = self.default_bar() if bar is None else bar
         allowed = queries.ids_under(self.store, folder) if folder is not None else None
-        n0 = candidates(k)
+        n0 = int(FUSION["depth"])
         early = None
         if mode == "hybrid":
             # BM25 needs no query vector: it runs on the other core while MiniLM and FAISS run here
@@ -85,11 +96,38 @@ class QueryEngine:
             return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre)
 
         post = (lambda fused: self.rerank(text, fused)) if mode == "hybrid" and rerank else None
+        kinds = relevance.counted(MODE_SIGNALS[mode])
         try:
-            return self._collect(lists_for, k, FUSION["weights"], post=post)
+            return self._collect(lists_for, k, self.signal_weights(text, qvec, mode), post=post,
+                                 cut=lambda ranked, lists, n: relevance.cut(ranked, lists, n, kinds, bar),
+                                 done=lambda lists, n: relevance.exhausted(lists, n, kinds, bar))
         finally:
             if early is not None:
                 early.result()
+
+    def signal_weights(self, text: str, qvec, mode: str) -> dict[str, float]:
+        """The fusion weight of each signal for this query (FUSION["weights"]; one place to make them
+        depend on the query)."""
+        return dict(FUSION["weights"])
+
+    def default_bar(self) -> float:
+        """The relevance bar of a query without min_score: RELEVANCE["min_score"] for a library described by
+        the checkpoint it was calibrated on, else 0 (search/relevance.py); known per store revision."""
+        rev = self.store.revision()
+        if self._calibrated is None or self._calibrated[0] != rev:
+            self._calibrated = (rev, relevance.calibrated(self.store))
+        return float(RELEVANCE["min_score"]) if self._calibrated[1] else 0.0
+
+    def knows_a_word(self, text: str, mode: str = "hybrid") -> bool:
+        """Whether ``text`` has a content word that the text embedder's vocabulary, the captioner's training
+        captions or the library's own captions, keywords and tags know (search/relevance.py). In bm25
+        mode any content word will do: BM25 itself matches only words the library has."""
+        words = relevance.content_words(text)
+        if not words or mode == "bm25":
+            return bool(words)
+        if relevance.in_lexicon(words, self.models.embedder().tokenize):
+            return True
+        return bool(self.bm25_search(text, 1))
 
     def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
                      bm25: Ranked | None = None) -> dict[str, Ranked]:
@@ -204,21 +242,37 @@ class QueryEngine:
             return self._pool
 
     def _collect(self, lists_for: Callable[[int], dict[str, Ranked]], k: int, weights: dict[str, float],
-                 post: Callable[[Ranked], Ranked] | None = None) -> list[Hit]:
-        """Fuse the ranked lists (then ``post``-process the fused list), over-fetching until ``k`` photos
-        whose files still exist are found or every signal has returned all it has (a list shorter than
-        asked for)."""
-        n = candidates(k)
+                 post: Callable[[Ranked], Ranked] | None = None,
+                 cut: Callable[[Ranked, dict[str, Ranked], int], Ranked] | None = None,
+                 done: Callable[[dict[str, Ranked], int], bool] | None = None) -> list[Hit]:
+        """Fuse the signals' top FUSION["depth"] (then ``post``-process, e.g. re-rank, and ``cut`` the fused
+        list) into the first tier of the ranking; while fewer than ``k`` photos whose file still exists
+        are found, fuse the lists 4× deeper the same way and append the photos not ranked yet (the next
+        tier), until every signal has given all it has (a list shorter than asked for) or ``done``."""
+        n = depth = int(FUSION["depth"])
+        hits: list[Hit] = []
+        seen: set[int] = set()
+        last = math.inf                      # lowest score so far: a deeper tier is shifted below it
         while True:
             lists = lists_for(n)
             fused = fuse_lists(lists, weights)
-            hits = self.hits(post(fused) if post is not None else fused, k)
-            if len(hits) >= k or all(len(lst) < n for lst in lists.values()):
+            if post is not None and n == depth:
+                fused = post(fused)
+            tier = [(i, s) for i, s in fused if i not in seen]
+            seen.update(i for i, _ in tier)
+            if tier and tier[0][1] > last:
+                shift = tier[0][1] - last
+                tier = [(i, s - shift) for i, s in tier]
+            if tier:
+                last = tier[-1][1]
+            hits += self.hits(cut(tier, lists, n) if cut is not None else tier, k - len(hits), start=len(hits))
+            if len(hits) >= k or all(len(lst) < n for lst in lists.values()) or (done is not None and done(lists, n)):
                 return hits
             n *= 4
 
-    def hits(self, ranked: Sequence[tuple[int, float]], k: int) -> list[Hit]:
-        """:class:`Hit`s for the ranked ids, best first, skipping photos whose file is gone."""
+    def hits(self, ranked: Sequence[tuple[int, float]], k: int, start: int = 0) -> list[Hit]:
+        """:class:`Hit`s for the first ``k`` ranked ids whose file still exists, best first, ranked from
+        ``start + 1``."""
         hits: list[Hit] = []
         pos = 0
         with self.store.session() as s:
@@ -231,7 +285,6 @@ class QueryEngine:
                 terms = queries.terms_of(s, [i for i, _ in keep])
                 for i, sc in keep:
                     path, caption = rows[i]
-                    hits.append(Hit(path=path, score=float(sc), caption=caption or "",
-                                    keywords=terms[i]["keyword"], id=i, tags=terms[i]["tag"], rank=len(hits) + 1))
+                    hits.append(Hit(path=path, score=float(sc), caption=caption or "", keywords=terms[i]["keyword"],
+                                    id=i, tags=terms[i]["tag"], rank=start + len(hits) + 1))
         return hits
-

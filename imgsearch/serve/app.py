@@ -8,7 +8,10 @@ Endpoints (all GET, all read-only):
     /                      the search page (static/index.html)
     /static/...            its script, style sheet and icon (no CDN: everything is local)
     /api/info              {"modes": [{"id", "label"}], "default_mode", "k_default", "k_max", "max_query_chars", ...}
-    /api/search?q=&k=&mode=&folder=     → {"query", "mode", "folder", "k", "took_ms", "count", "results": [...]}
+    /api/search?q=&k=&mode=&folder=&min_score=
+                           → {"query", "mode", "folder", "k", "took_ms", "count", "results": [...]}
+                           (min_score: photos less relevant are cut; default the calibrated bar, 0 = none;
+                           no photo at all is "count": 0, "results": [])
     /api/search?like=ID&k=&folder=      "more like this": photos similar to photo ID (mode "like")
     /api/photo/{id}        everything stored about one photo (all captions with scores, tags, EXIF date...)
     /api/status            library size, last index run, failed files with reasons
@@ -289,7 +292,8 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
 
     @app.get("/api/search")
     def search(q: str | None = None, k: int = Query(DEFAULT_K, ge=1, le=MAX_K), mode: str | None = None,
-               folder: str | None = None, like: str | None = None, rerank: bool = True):
+               folder: str | None = None, like: str | None = None, rerank: bool = True,
+               min_score: float | None = Query(None, allow_inf_nan=False)):
         folder = clean_folder(lib, folder)
         if like is not None and like.strip():
             pid = thumbs.parse_id(like.strip())
@@ -307,9 +311,9 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
                 raise BadRequest(f"unsupported mode {mode[:40]!r}: this library supports {', '.join(modes)}")
             with lock:
                 t0 = time.perf_counter()
-                hits = lib.query(text, k=k, mode=mode, in_folder=folder, rerank=rerank)
+                hits = lib.query(text, k=k, mode=mode, in_folder=folder, rerank=rerank, min_score=min_score)
                 took = (time.perf_counter() - t0) * 1000
-            body = {"query": text, "mode": mode, "rerank": rerank}
+            body = {"query": text, "mode": mode, "rerank": rerank, "min_score": min_score}
         results = [hit_json(h) for h in hits]
         body.update({"folder": folder, "k": k, "took_ms": round(took, 1), "count": len(results),
                      "results": results})

@@ -16,7 +16,8 @@
     viewerHash: $("viewer-hash"), viewerLike: $("viewer-like"), viewerOpen: $("viewer-open"),
     viewerClose: $("viewer-close"),
   };
-  const state = { like: null, likeName: "", timer: 0, seq: 0, controller: null, viewerId: null, info: null };
+  const state = { like: null, likeName: "", timer: 0, seq: 0, controller: null, viewerId: null, info: null,
+                  minScore: null };   // ?min_score= of the page URL, passed on to the API (default: the server's bar)
 
   // ------------------------------------------------------------------ helpers
   function el(tag, className, text) {
@@ -67,6 +68,7 @@
     if (ui.mode.value && ui.mode.value !== (state.info && state.info.default_mode)) p.set("mode", ui.mode.value);
     if (!ui.rerank.checked) p.set("rerank", "0");
     if (ui.folder.value.trim()) p.set("folder", ui.folder.value.trim());
+    if (state.minScore !== null) p.set("min_score", state.minScore);
     return p;
   }
 
@@ -100,6 +102,7 @@
       params.set("q", text);
       if (ui.mode.value) params.set("mode", ui.mode.value);
       if (!ui.rerank.checked) params.set("rerank", "false");
+      if (state.minScore !== null) params.set("min_score", state.minScore);
     }
     if (ui.folder.value.trim()) params.set("folder", ui.folder.value.trim());
     if (state.info) params.set("k", String(state.info.k_default));
@@ -122,8 +125,11 @@
   }
 
   function render(data) {
-    const cards = data.results.map(card);
-    ui.grid.replaceChildren(...cards);
+    if (data.count === 0) {   // the query matched nothing: an empty state instead of cards
+      ui.grid.replaceChildren(el("p", "empty", data.mode === "like" ? "No similar photos" : "No matching photos"));
+    } else {
+      ui.grid.replaceChildren(...data.results.map(card));
+    }
     const took = `${Number(data.took_ms).toFixed(0)} ms`;
     if (data.mode === "like") {
       ui.summary.textContent = `${plural(data.count, "photo")} like ${data.like.name} in ${took}`;
@@ -292,6 +298,7 @@
     syncRerank();
     if (p.get("q")) ui.q.value = p.get("q");
     if (p.get("folder")) ui.folder.value = p.get("folder");
+    if (p.get("min_score") && isFinite(Number(p.get("min_score")))) state.minScore = String(Number(p.get("min_score")));
     if (p.get("like") && /^[0-9]+$/.test(p.get("like"))) state.like = Number(p.get("like"));
     document.body.dataset.ready = "1";
     if (state.like !== null || ui.q.value.trim()) search();
