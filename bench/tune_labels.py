@@ -31,7 +31,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SIGNALS = ("bm25", "caption", "image", "labels")
-BASE = {"bm25": 1.0, "caption": 0.25, "image": 3.0}
+
+def base_weights() -> dict[str, float]:
+    """The shipped weights of the other three signals (search/settings.py)."""
+    from imgsearch.search.settings import FUSION
+
+    return {k: v for k, v in FUSION["weights"].items() if k != "labels"}
 
 
 def signal_lists(lib, queries: list[str], depth: int):
@@ -85,7 +90,7 @@ def recall(r: np.ndarray) -> tuple[float, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", required=True, help="name:captions.json:images_dir:library.db")
-    ap.add_argument("--depth", type=int, default=100)
+    ap.add_argument("--depth", type=int, default=100, help="each signal's list depth (FUSION['depth'])")
     ap.add_argument("--json", help="write the grid here")
     args = ap.parse_args()
     from sqlalchemy import select
@@ -117,7 +122,8 @@ def main() -> None:
         print(f"{name}: {len(queries)} queries over {len(set(targets))} photos; lists in {time.time() - t0:.0f} s; "
               f"label affinity p10/p50/p90 {np.percentile(aff, [10, 50, 90]).round(3).tolist()}", flush=True)
 
-    for depth in sorted({40, args.depth}):
+    BASE = base_weights()
+    for depth in (args.depth,):
         data = {n: [(zscores(l, depth), t) for l, t in zip(s["lists"], s["targets"])] for n, s in sets.items()}
         print(f"\n== z-scores over each signal's top {depth}")
         for n in sets:

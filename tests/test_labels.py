@@ -54,7 +54,112 @@ def test_region_tags_need_a_sure_class_and_bring_its_hypernyms():
 
     names = load_tag_table().names
     ids = np.array([207, 967, 504])                           # golden retriever, espresso, coffee mug
-    tags = dict(labels.region_tags(ids, np.array([0.9995, 0.9991, 0.5], np.float32)))
+    tags = dict(labels.region_tags(ids, np.array([0.9, 0.6, 0.3], np.float32)))
     assert names[207] in tags and "dog" in tags and names[967] in tags
+    assert tags["dog"] == pytest.approx(0.9) and tags[names[967]] == pytest.approx(0.6)
     assert names[504] not in tags                             # not sure enough
-    assert labels.region_tags(ids, np.array([0.5, 0.4, 0.3], np.float32)) == []
+    assert labels.region_tags(ids, np.array([0.45, 0.4, 0.3], np.float32)) == []
+    assert len(dict(labels.region_tags(ids, np.array([0.9, 0.8, 0.7], np.float32), top=1))) == 7   # one class
+
+
+# ---------------------------------------------------------------------------- in a library
+
+def _library(tmp_path):
+    from imgsearch import Library
+    from imgsearch.model.projection import ProjectionConfig, build_projection
+    from libtools import make_set, tiny_captioner
+
+    if not (tmp_path / "pics").exists():
+        make_set(tmp_path / "pics", ["red_circle", "blue_square", "sky", "checker"], "p")
+    import torch
+
+    cap = tiny_captioner(0)
+    torch.manual_seed(0)   # the same weights (so the same model version) each time the library is opened
+    cap.projection = build_projection(ProjectionConfig(hidden=64, attn_dim=32)).eval()   # every signal present
+    return Library(tmp_path / "library.db", captioner=cap)
+
+
+def test_label_weight_follows_what_the_query_is_about(tmp_path):
+    """A query about one of ImageNet's things weighs the label signal; one about people and actions does not."""
+    from imgsearch.search.settings import FUSION, label_weight
+
+    with _library(tmp_path) as lib:
+        emb = lib.embedder()
+        w = {q: lib.engine.signal_weights(q, emb.embed([q])[0], "hybrid")["labels"]
+             for q in ("an espresso in a cup", "a man in a red shirt climbs a rock")}
+        assert w["an espresso in a cup"] > w["a man in a red shirt climbs a rock"]
+        assert w["a man in a red shirt climbs a rock"] < FUSION["labels"]["weight"] / 2
+        assert "labels" not in lib.engine.signal_weights("x", emb.embed(["x"])[0], "image")
+    assert label_weight(0.0) == 0.0 and label_weight(1.0) == FUSION["labels"]["weight"]
+
+
+def test_old_photos_without_labels_search_and_are_labelled_by_the_next_run(tmp_path):
+    """Photos described before the label signal: every mode still finds them (the label list simply lacks
+    them); the next index run labels them without re-captioning, then --mode labels finds them too."""
+    import sqlite3
+
+    from imgsearch.search.settings import MODES
+
+    db = tmp_path / "library.db"
+    with _library(tmp_path) as lib:
+        lib.index([tmp_path / "pics"], workers=0, progress=None)
+        with sqlite3.connect(db) as c:   # as a library of schema 0004 upgraded in place has them
+            c.execute("UPDATE photos SET labels = NULL, label_embedding = NULL, labels_version = NULL")
+            c.execute("DELETE FROM tags WHERE kind = 'region'")
+            c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+        assert lib.query("a red circle", k=4, mode="labels") == []
+        for mode in MODES:
+            if mode != "labels":
+                assert lib.query("a red circle", k=4, mode=mode, min_score=0), mode
+        report = lib.index([tmp_path / "pics"], workers=0, progress=None)
+        assert (report.labelled, report.added, report.updated) == (4, 0, 0)
+        for mode in MODES:
+            hits = lib.query("a red circle", k=4, mode=mode, min_score=0)
+            assert hits, mode
+        assert len(lib.query("a red circle", k=10, mode="labels", min_score=0)) == 4
+        assert lib.index([tmp_path / "pics"], workers=0, progress=None).labelled == 0   # done once
+
+
+def test_schema_0004_library_upgrades_and_gets_labels(tmp_path):
+    """A real library of the previous schema (0004): opened, migrated (labels columns, region tag kind), and
+    the next run labels its photos."""
+    import sqlite3
+
+    from alembic import command
+
+    from imgsearch.store.db import alembic_config, current_revision, head_revision, make_engine
+
+    db = tmp_path / "library.db"
+    with _library(tmp_path) as lib:
+        lib.index([tmp_path / "pics"], workers=0, progress=None)
+    engine = make_engine(db)
+    with engine.connect() as conn:     # down to the schema before this feature: the label columns go
+        command.downgrade(alembic_config(conn), "0004")
+        if conn.in_transaction():
+            conn.commit()
+    assert current_revision(engine) == "0004"
+    engine.dispose()
+    with sqlite3.connect(db) as c:
+        assert "labels" not in {r[1] for r in c.execute("PRAGMA table_info(photos)")}
+        tags_before = c.execute("SELECT photo_id, kind, term FROM tags ORDER BY rowid").fetchall()
+    with _library(tmp_path) as lib:
+        assert current_revision(lib.store.engine) == head_revision()
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT photo_id, kind, term FROM tags ORDER BY rowid").fetchall() == tags_before
+            assert c.execute("SELECT count(*) FROM photos WHERE labels IS NULL").fetchone()[0] == 4
+        assert lib.index([tmp_path / "pics"], workers=0, progress=None).labelled == 4
+        assert len(lib.query("a blue square", k=10, mode="labels", min_score=0)) == 4
+
+
+def test_hybrid_fuses_four_signals_and_rerank_weight_follows_the_query(tmp_path):
+    from imgsearch.search.settings import RERANK, rerank_weight
+
+    with _library(tmp_path) as lib:
+        lib.index([tmp_path / "pics"], workers=0, progress=None)
+        q = "a red circle on a white background"
+        lists = lib.ranked_lists(q, lib.embedder().embed([q])[0], "hybrid", 10)
+        assert set(lists) == {"bm25", "caption", "image", "labels"}
+    # one content word: never re-ranked (the captioner's likelihood of one word says little)
+    assert rerank_weight("umbrella", 0.0) == 0.0 and rerank_weight("the umbrella", 0.0) == 0.0
+    assert rerank_weight("a man climbs a rock", 0.0) == RERANK["weight"]
+    assert 0 < rerank_weight("a man climbs a rock", 1.0) < RERANK["weight"]   # a query about things: less

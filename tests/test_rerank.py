@@ -185,7 +185,7 @@ def test_status_reports_reranking(tiny_library):
 
 def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
     db, ckpt = tiny_library
-    from imgsearch.search.settings import RERANK
+    from imgsearch.search.settings import RERANK, rerank_weight
 
     with Library(db, model=ckpt, device="cpu") as lib:
         text = "a red circle on the grass"
@@ -197,8 +197,10 @@ def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
         blobs = queries.cells(lib.store, ids, scorer.version)
         assert set(blobs) == set(ids)
         ll = scorer.score(scorer.tokens(text), R.unpack_cells([blobs[i] for i in ids]))
-        want = R.rerank([(h.id, h.score) for h in plain], dict(zip(ids, ll.tolist())), RERANK["depth"],
-                        RERANK["weight"])
+        weights = lib.engine.signal_weights(text, lib.embedder().embed([text])[0], "hybrid")
+        weight = rerank_weight(text, weights["labels"])        # the query's own re-ranking weight
+        assert 0 < weight <= RERANK["weight"]
+        want = R.rerank([(h.id, h.score) for h in plain], dict(zip(ids, ll.tolist())), RERANK["depth"], weight)
         assert [h.id for h in ranked] == [i for i, _ in want]
         assert [round(h.score, 5) for h in ranked] == [round(s, 5) for _, s in want]
         # bm25/dense/image modes are single signals: never re-ranked

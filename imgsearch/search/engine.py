@@ -25,11 +25,12 @@ import numpy as np
 
 from imgsearch.errors import DecodeError, NotFoundError, UserError
 from imgsearch.hits import Hit
+from imgsearch.model.labels import query_affinity
 from imgsearch.model.rerank import rerank, unpack_cells
 from imgsearch.paths import resolve_root
 from imgsearch.search import bm25, relevance
 from imgsearch.search.fuse import fuse
-from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK
+from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK, label_weight, rerank_weight
 from imgsearch.store import queries
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,12 @@ class QueryEngine:
             early = None
             return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre)
 
-        post = (lambda fused: self.rerank(text, fused)) if mode == "hybrid" and rerank else None
+        weights = self.signal_weights(text, qvec, mode)
+        weight = rerank_weight(text, weights.get("labels", 0.0)) if mode == "hybrid" and rerank else 0.0
+        post = (lambda fused: self.rerank(text, fused, weight)) if weight > 0 else None
         kinds = relevance.counted(MODE_SIGNALS[mode])
         try:
-            return self._collect(lists_for, k, self.signal_weights(text, qvec, mode), post=post,
+            return self._collect(lists_for, k, weights, post=post,
                                  cut=lambda ranked, lists, n: relevance.cut(ranked, lists, n, kinds, bar),
                                  done=lambda lists, n: relevance.exhausted(lists, n, kinds, bar))
         finally:
@@ -106,9 +109,12 @@ class QueryEngine:
                 early.result()
 
     def signal_weights(self, text: str, qvec, mode: str) -> dict[str, float]:
-        """The fusion weight of each signal for this query (FUSION["weights"]; one place to make them
-        depend on the query)."""
-        return dict(FUSION["weights"])
+        """The fusion weight of each signal for this query: FUSION["weights"], and for the label signal a
+        weight that grows with how much the query is about one of ImageNet's things (settings.label_weight)."""
+        weights = dict(FUSION["weights"])
+        if "labels" in MODE_SIGNALS[mode] and qvec is not None:
+            weights["labels"] = label_weight(query_affinity(qvec))
+        return weights
 
     def default_bar(self) -> float:
         """The relevance bar of a query without min_score: RELEVANCE["min_score"] for a library described by
@@ -197,8 +203,9 @@ class QueryEngine:
         return vec, d.image_embedding
 
     # ------------------------------------------------------------------ re-ranking
-    def rerank(self, text: str, fused: Ranked) -> Ranked:
-        """``fused`` with its top RERANK["depth"] re-ordered by log P(text | photo) (model/rerank.py).
+    def rerank(self, text: str, fused: Ranked, weight: float | None = None) -> Ranked:
+        """``fused`` with its top RERANK["depth"] re-ordered by log P(text | photo) (model/rerank.py), at
+        ``weight`` (default RERANK["weight"]; a query gets settings.rerank_weight).
         Unchanged when the library has no scorer or cells, or no word of ``text`` is in the vocabulary;
         damaged cells or a broken scorer cost the query its re-ranking, never the query."""
         depth = int(RERANK["depth"])
@@ -218,7 +225,8 @@ class QueryEngine:
         except Exception as e:  # noqa: BLE001 - damaged cells or a broken scorer of any kind: the fused order
             log.warning("re-ranking skipped: %s: %s", type(e).__name__, e)
             return fused
-        return rerank(fused, dict(zip(have, ll.tolist())), depth, float(RERANK["weight"]))
+        return rerank(fused, dict(zip(have, ll.tolist())), depth,
+                      float(RERANK["weight"] if weight is None else weight))
 
     def scorer(self):
         """The re-ranking scorer of the library's checkpoint, or None (no re-ranking)."""

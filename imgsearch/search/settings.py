@@ -14,7 +14,7 @@ from typing import Any
 # Search modes and the signals each one uses. The mode "dense" is the signal "caption" (its public name).
 MODES = ("hybrid", "bm25", "dense", "image", "labels")
 MODE_SIGNALS: dict[str, tuple[str, ...]] = {
-    "hybrid": ("bm25", "caption", "image"),
+    "hybrid": ("bm25", "caption", "image", "labels"),
     "bm25": ("bm25",),
     "dense": ("caption",),
     "image": ("image",),
@@ -28,6 +28,9 @@ FUSION: dict[str, Any] = {
     "method": "zsum",                # "rrf" | "sum" | "zsum" (see imgsearch.search.fuse)
     "k_rrf": 60,                     # (rrf only)
     "weights": {"bm25": 0.5, "caption": 0.25, "image": 3.0},
+    # the label signal's weight depends on the query (label_weight below): it helps queries about the things
+    # ImageNet has classes for and hurts queries about people and actions (bench/tune_labels.py)
+    "labels": {"weight": 2.0, "lo": 0.3, "hi": 0.8},
     "like_weights": {"caption": 1.0, "image": 1.0},    # query(like=photo): photo↔photo and caption↔caption
     # photos each signal contributes to the fused ranking, whatever k: z-scores, the fill for a photo missing
     # from a list and the re-ranked top are computed from these lists only, so the first n results of
@@ -42,6 +45,11 @@ FUSION: dict[str, Any] = {
 RERANK: dict[str, Any] = {
     "depth": 30,
     "weight": 1.5,
+    # the re-ranker is the Flickr8k captioner: it helps sentences about people and actions and hurts single
+    # words and queries about things it never learnt to name, so its weight depends on the query
+    # (rerank_weight below; bench/results/labels_dev.md)
+    "min_words": 2,                  # fewer content words: no re-ranking
+    "label_damp": 0.5,               # the weight shrinks by this share of the label signal's (0: not at all)
 }
 
 
@@ -54,3 +62,23 @@ RELEVANCE: dict[str, Any] = {
     "min_score": 0.1,                # the default bar, chosen on Flickr8k dev + coco_dev (see the module doc)
     "signals": {"bm25": "match", "caption": "cosine", "image": "cosine"},
 }
+
+
+def label_weight(affinity: float) -> float:
+    """The label signal's fusion weight for a query whose best cosine with a class text is ``affinity``
+    (model/labels.query_affinity): 0 up to FUSION["labels"]["lo"], rising linearly to its full weight at "hi"."""
+    c = FUSION["labels"]
+    return float(c["weight"]) * min(1.0, max(0.0, (affinity - c["lo"]) / (c["hi"] - c["lo"])))
+
+
+def rerank_weight(text: str, labels_weight: float) -> float:
+    """The re-ranking weight for a query: 0 for fewer than RERANK["min_words"] content words, else
+    RERANK["weight"] shrunk by the query's label weight (label_weight) as a share of its full weight: the
+    more a query is about ImageNet's things, the less the Flickr8k captioner's opinion counts."""
+    from imgsearch.text.normalize import search_terms
+
+    if len(search_terms(text)) < int(RERANK["min_words"]):
+        return 0.0
+    full = float(FUSION["labels"]["weight"])
+    share = labels_weight / full if full > 0 else 0.0
+    return float(RERANK["weight"]) * (1.0 - float(RERANK["label_damp"]) * share)
