@@ -171,7 +171,8 @@ def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in plain words.", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
     mode: Annotated[str, typer.Option(help="hybrid (all signals) | bm25 (words) | dense (the query against "
-                                           "caption embeddings) | image (against photo embeddings).")] = "hybrid",
+                                           "caption embeddings) | image (against photo embeddings) | labels "
+                                           "(against zero-shot ImageNet labels).")] = "hybrid",
     like: Annotated[Optional[Path], typer.Option("--like", help="Find photos similar to this photo (indexed or not) "
                                                                 "instead of matching TEXT.", show_default=False)] = None,
     folder: Annotated[Optional[Path], typer.Option("--in", help="Only photos under this folder.",

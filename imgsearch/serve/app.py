@@ -60,7 +60,7 @@ MAX_K = 200
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # the page's names for the modes: "dense" is the query against the caption embeddings, "image" against the photo ones
 MODE_LABELS = {"hybrid": "hybrid", "bm25": "keywords (BM25)", "dense": "dense (caption embeddings)",
-               "image": "image (photo embeddings)"}
+               "image": "image (photo embeddings)", "labels": "labels (ImageNet classes)"}
 CSP = ("default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 SECURITY_HEADERS = {
