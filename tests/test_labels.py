@@ -163,3 +163,23 @@ def test_hybrid_fuses_four_signals_and_rerank_weight_follows_the_query(tmp_path)
     assert rerank_weight("umbrella", 0.0) == 0.0 and rerank_weight("the umbrella", 0.0) == 0.0
     assert rerank_weight("a man climbs a rock", 0.0) == RERANK["weight"]
     assert 0 < rerank_weight("a man climbs a rock", 1.0) < RERANK["weight"]   # a query about things: less
+
+
+def test_like_queries_use_every_stored_vector_and_compute_them_for_a_new_photo(tmp_path):
+    from PIL import Image
+
+    from imgsearch.search.settings import FUSION
+
+    with _library(tmp_path) as lib:
+        lib.index([tmp_path / "pics"], workers=0, progress=None)
+        stored = lib.engine.photo_vectors(tmp_path / "pics" / "p0_red_circle.jpg")
+        assert set(stored) == {"caption", "image", "labels"}
+        crop = tmp_path / "crop.jpg"
+        with Image.open(tmp_path / "pics" / "p0_red_circle.jpg") as im:
+            im.crop((20, 20, im.width - 40, im.height - 30)).save(crop)
+        fresh = lib.engine.photo_vectors(crop)                  # not indexed: described now
+        assert set(fresh) == {"caption", "image", "labels"}
+        assert all(v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-3 for v in fresh.values())
+        assert FUSION["like_weights"]["labels"] > 0
+        hits = lib.query(like=crop, k=4)
+        assert len(hits) == 4 and hits[0].score >= hits[-1].score

@@ -168,24 +168,23 @@ class QueryEngine:
     def like(self, photo: str | os.PathLike | int, k: int = 10, folder: str | os.PathLike | None = None) -> list[Hit]:
         """The photos most similar to ``photo`` (an indexed photo's id, or a path, indexed or not)."""
         folder = self._folder(folder)
-        cap_vec, img_vec = self.photo_vectors(photo)
+        weights = FUSION["like_weights"]
+        vectors = {kind: v for kind, v in self.photo_vectors(photo).items() if weights.get(kind, 0) > 0}
         allowed = queries.ids_under(self.store, folder) if folder is not None else None
 
         def lists_for(n: int):
-            lists = {"caption": self.dense_search("caption", cap_vec, n, allowed)}
-            if img_vec is not None:
-                lists["image"] = self.dense_search("image", img_vec, n, allowed)
+            lists = {kind: self.dense_search(kind, v, n, allowed) for kind, v in vectors.items()}
             return {name: lst for name, lst in lists.items() if lst}
 
-        return self._collect(lists_for, int(k), FUSION["like_weights"])
+        return self._collect(lists_for, int(k), weights)
 
-    def photo_vectors(self, photo: str | os.PathLike | int) -> tuple[np.ndarray, np.ndarray | None]:
-        """(caption vector, photo embedding) of an indexed photo (by id or path), else computed now."""
+    def photo_vectors(self, photo: str | os.PathLike | int) -> dict[str, np.ndarray]:
+        """{vector kind: vector} of an indexed photo (by id or path) — "caption" always, "image" and "labels"
+        when it has them — else computed now from the file."""
         key = photo if isinstance(photo, int) else os.path.abspath(os.fspath(photo))
         row = queries.stored_vectors(self.store, key)
-        if row is not None and row[0] is not None:
-            img = np.frombuffer(row[1], dtype="<f4") if row[1] is not None else None
-            return np.frombuffer(row[0], dtype="<f4"), img
+        if row is not None and row["caption"] is not None:
+            return {kind: np.frombuffer(blob, dtype="<f4") for kind, blob in row.items() if blob is not None}
         if isinstance(photo, int):
             raise NotFoundError(f"no indexed photo with id {photo}")
         if not os.path.isfile(key):
@@ -200,7 +199,8 @@ class QueryEngine:
             raise UserError(f"cannot read {key}: {e}") from None
         d = cap.describe(image[None], beam=3, n_best=N_BEST)[0]
         vec = caption_vectors(self.models.embedder(), [[c for c, _ in d.captions]], [[t for t, _ in d.tags]])[0]
-        return vec, d.image_embedding
+        found = {"caption": vec, "image": d.image_embedding, "labels": d.label_embedding}
+        return {kind: np.asarray(v, dtype=np.float32) for kind, v in found.items() if v is not None}
 
     # ------------------------------------------------------------------ re-ranking
     def rerank(self, text: str, fused: Ranked, weight: float | None = None) -> Ranked:

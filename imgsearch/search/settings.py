@@ -31,7 +31,8 @@ FUSION: dict[str, Any] = {
     # the label signal's weight depends on the query (label_weight below): it helps queries about the things
     # ImageNet has classes for and hurts queries about people and actions (bench/tune_labels.py)
     "labels": {"weight": 2.0, "lo": 0.3, "hi": 0.8},
-    "like_weights": {"caption": 1.0, "image": 1.0},    # query(like=photo): photo↔photo and caption↔caption
+    # query(like=photo): caption↔caption, photo↔photo, labels↔labels; chosen by bench/like_queries.py (crops)
+    "like_weights": {"caption": 1.0, "image": 2.0, "labels": 0.5},
     # photos each signal contributes to the fused ranking, whatever k: z-scores, the fill for a photo missing
     # from a list and the re-ranked top are computed from these lists only, so the first n results of
     # k=n are the first n of any larger k. Past them come the fusion of the lists 4x deeper (then 16x...),

@@ -46,13 +46,15 @@ def cells(store, ids, version: str) -> dict[int, bytes]:
                               .where(PhotoCells.photo_id.in_(list(ids)), Photo.model_version == version)).all())
 
 
-def stored_vectors(store, photo: int | str) -> tuple[bytes | None, bytes | None] | None:
-    """(caption embedding, photo embedding) blobs of a good photo by id or absolute path; None if not indexed."""
+def stored_vectors(store, photo: int | str) -> dict[str, bytes | None] | None:
+    """{vector kind: blob} ("caption", "image", "labels") of a good photo by id or absolute path; None if not
+    indexed."""
     with store.session() as s:
-        q = select(Photo.caption_embedding, Photo.image_embedding).where(Photo.error.is_(None))
+        q = select(Photo.caption_embedding, Photo.image_embedding, Photo.label_embedding).where(Photo.error.is_(None))
         q = q.where(Photo.id == photo) if isinstance(photo, int) else q.where(Photo.path == photo)
         row = s.execute(q).first()
-    return None if row is None else (row.caption_embedding, row.image_embedding)
+    return None if row is None else {"caption": row.caption_embedding, "image": row.image_embedding,
+                                     "labels": row.label_embedding}
 
 
 def hit_rows(session, ids) -> dict[int, tuple[str, str | None]]:
