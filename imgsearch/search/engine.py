@@ -94,7 +94,7 @@ class QueryEngine:
             nonlocal early
             pre = early.result() if early is not None and n == n0 else None
             early = None
-            return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre)
+            return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre, weights=weights)
 
         weights = self.signal_weights(text, qvec, mode)
         weight = rerank_weight(text, weights.get("labels", 0.0)) if mode == "hybrid" and rerank else 0.0
@@ -136,11 +136,14 @@ class QueryEngine:
         return bool(self.bm25_search(text, 1))
 
     def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
-                     bm25: Ranked | None = None) -> dict[str, Ranked]:
+                     bm25: Ranked | None = None, weights: dict[str, float] | None = None) -> dict[str, Ranked]:
         """The per-signal ranked lists of a query, before fusion (``bm25``: that list, if already computed
-        for this ``n``). Empty lists are left out."""
+        for this ``n``; ``weights``: signals weighted 0 there are not searched, as fusion would ignore them).
+        Empty lists are left out."""
         lists: dict[str, Ranked] = {}
         for signal in MODE_SIGNALS[mode]:
+            if weights is not None and len(MODE_SIGNALS[mode]) > 1 and weights.get(signal, 1.0) <= 0:
+                continue
             if signal == "bm25":
                 lists["bm25"] = bm25 if bm25 is not None else self.bm25_search(text, n, allowed)
             else:
