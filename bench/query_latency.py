@@ -186,6 +186,7 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
     Photo rows (with their embeddings) are inserted from Python; captions, tags and FTS5 documents are
     expanded in SQL from the description templates (INSERT ... SELECT over a photo->template map)."""
     from imgsearch.store.db import open_store
+    from imgsearch.model.labels import LABELS_VERSION
     from imgsearch.text.normalize import NORMALIZER_VERSION
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +233,7 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
         img_vecs = _unit(cap_vecs + rng.normal(0, 0.05, (m, DIM)).astype(np.float32))
         cap_b = [v.tobytes() for v in cap_vecs.astype("<f4")]
         img_b = [v.tobytes() for v in img_vecs.astype("<f4")]
+        lab_b = [v.tobytes() for v in _unit(cap_vecs + rng.normal(0, 0.1, (m, DIM)).astype(np.float32)).astype("<f4")]
         rows = []
         for j in range(m):
             pid = start + j
@@ -239,11 +241,11 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
             rows.append((pid, f"{folder}/p{pid:07d}.jpg", folder, 2_000_000 + prng.randrange(2_000_000),
                          1_700_000_000_000_000_000 + pid, f"{pid:064x}", 4000, 3000,
                          f"2024-06-{1 + pid % 28:02d} 12:00:00.000000", templates[tids[j]][0][0], model_version,
-                         None, indexed_at, cap_b[j], img_b[j]))
+                         None, indexed_at, cap_b[j], img_b[j], lab_b[j], LABELS_VERSION))
         conn.executemany(
             "INSERT INTO photos(id, path, folder, size, mtime_ns, content_hash, width, height, taken_at, caption, "
-            "model_version, error, indexed_at, caption_embedding, image_embedding) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "model_version, error, indexed_at, caption_embedding, image_embedding, label_embedding, labels_version) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         conn.executemany("INSERT INTO t_map VALUES (?, ?)", zip(range(start, start + m), tids.tolist()))
         if cell_bank:
             pick = rng.integers(0, len(cell_bank), m)
@@ -302,7 +304,7 @@ def db_sizes(db: Path) -> dict:
 class Breakdown:
     """Wraps the public steps of a Library's query engine to time each component of a query."""
 
-    KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "fuse", "rerank", "rows")
+    KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "faiss_labels", "fuse", "rerank", "rows")
 
     def __init__(self, lib):
         import imgsearch.search.engine as E
@@ -404,7 +406,7 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
         lib = Library(db, create=False)
         res["library_open_s"] = time.perf_counter() - t
         res["faiss_build_s"] = {}
-        for kind in ("caption", "image"):
+        for kind in ("caption", "image", "labels"):
             t = time.perf_counter()
             vi = lib.caches.vector_index(kind)
             res["faiss_build_s"][kind] = time.perf_counter() - t
