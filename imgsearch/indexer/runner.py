@@ -203,15 +203,15 @@ class IndexRunner:
         grid, _ = cap.encode(images[positions])
         found = cap.labels_from_grid(grid)
         with self.store.write() as s:
-            docs = [writes.write_labels(s, w.photo_id, self._labels(f)) for w, f in zip(items, found)]
+            docs = [writes.write_labels(s, w.photo_id, self._labels(*f)) for w, f in zip(items, found)]
             bm25.upsert_documents(s, docs)
             bump_revision(s)
         self.touched.update(w.photo_id for w in items)
         self.report.labelled += len(items)
 
     @staticmethod
-    def _labels(found) -> writes.Labels:
-        packed, vec, region = found
+    def _labels(packed: bytes, vec, region) -> writes.Labels:
+        """A photo's labels (model/labels.py) as the store writes them."""
         return writes.Labels(packed, pack_vector(vec), list(region), LABELS_VERSION)
 
     def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
@@ -230,8 +230,7 @@ class IndexRunner:
             list(d.captions), list(d.tags), list(d.keywords), pack_vector(emb[k]),
             pack_vector(d.image_embedding) if getattr(d, "image_embedding", None) is not None else None,
             getattr(d, "cells", None),
-            writes.Labels(d.labels, pack_vector(d.label_embedding), list(d.region_tags), LABELS_VERSION)
-            if getattr(d, "labels", None) is not None else None,
+            self._labels(d.labels, d.label_embedding, d.region_tags) if getattr(d, "labels", None) is not None else None,
         ) for k, (pos, d) in enumerate(zip(positions, descs))}
 
     def _count(self, w: WorkItem) -> None:
