@@ -131,7 +131,7 @@ class Library:
             device = parse_device(device)
         store = self._open_store()
         with index_lock(self.path):
-            rev0 = store.revision()
+            rev0 = store.cache_key()
             runner = IndexRunner(
                 store, roots,
                 get_captioner=lambda: self.models.captioner(device),

@@ -42,11 +42,11 @@ def test_bm25_cache_built_used_refreshed_and_dropped(tmp_path, monkeypatch):
     with Library(db, captioner=tiny_captioner(0)) as lib:
         lib.index([a], **KW)
         assert path.is_file()
-        assert BM25Cache.open(path, lib.store.revision()) is not None
+        assert BM25Cache.open(path, lib.store.cache_key()) is not None
         old = tmp_path / "old.npz"
         shutil.copy(path, old)
         lib.index([a, b], **KW)
-        rev = lib.store.revision()
+        rev = lib.store.cache_key()
         assert BM25Cache.open(path, rev) is not None          # rebuilt at the new revision
         text = " ".join(c for (c,) in rows(db, "SELECT caption FROM photos"))
         want = fts(db, text, 8)
@@ -85,7 +85,7 @@ def test_vector_indexes_switch_to_ivf_and_back(tmp_path, monkeypatch):
         lib.index([a, b], **KW)                                       # 14 photos: past IVF_MIN
         for p in (captions_faiss_path(db), images_faiss_path(db)):
             h = VectorIndex.read_header(p)
-            assert h["index_type"] == "ivfsq8" and h["count"] == 14 and h["revision"] == lib.store.revision()
+            assert h["index_type"] == "ivfsq8" and h["count"] == 14 and h["revision"] == lib.store.cache_key()
         caps = dict(rows(db, "SELECT id, caption FROM photos"))
         pid, text = max(caps.items(), key=lambda kv: len(kv[1]))
         hits = lib.query(text, k=14, mode="dense")

@@ -108,7 +108,7 @@ def test_incremental_reindex(tmp_path, cap):
         r = lib.index([b], prune_empty=True, **KW)
         assert r.removed == 1 and str(pb[1]) not in photos(db)
         assert faiss_ids(lib) == {v[0] for v in photos(db).values()}
-        rev = lib.store.revision()
+        rev = lib.store.cache_key()
 
     # the FAISS file on disk was updated in place with the final revision: a new process loads it as is
     from imgsearch.paths import captions_faiss_path

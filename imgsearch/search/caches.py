@@ -1,7 +1,8 @@
 """The search caches of one library: a FAISS file per vector kind and the BM25 score cache.
 
-SQLite is the source of truth; each cache file names the store revision it matches and is rebuilt from
-the store when it does not match, cannot be read, or is of the wrong type. All three have the same small
+SQLite is the source of truth; each cache file names the library (its random id) and the store revision it
+matches (store.cache_key) and is rebuilt from the store when it does not match, cannot be read, holds another
+number of vectors than the store (checked after every index run), or is of the wrong type. All three have the same small
 interface:
 
     cache.get()                   # the cache at the store's current revision (loaded or rebuilt)
@@ -40,7 +41,7 @@ class VectorCache:
     def get(self):
         """The index at the store's current revision: the file if it matches, else rebuilt and saved."""
         with self._lock:
-            rev = self.store.revision()
+            rev = self.store.cache_key()
             if self._held is not None and self._held[0] == rev:
                 return self._held[1]
             vi = self._open(rev)
@@ -57,7 +58,7 @@ class VectorCache:
             self.path.unlink(missing_ok=True)
             return self.get()
 
-    def _open(self, rev: int, index_type: str | None = None):
+    def _open(self, rev: str, index_type: str | None = None):
         """The file if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from the store —
         flat, or IVF-SQ8 for large libraries (dense.choose_index_type) — and saved."""
         counted: list[int] = []
@@ -71,13 +72,13 @@ class VectorCache:
                                 index_type=index_type, count=count,
                                 sample=lambda m: stored.sample_vectors(self.store, self.kind, m, count()))
 
-    def update(self, rev0: int, touched: set[int]) -> None:
+    def update(self, rev0: str, touched: set[int]) -> None:
         """After an index run: apply its changes to the file if it was current at ``rev0`` (cheap), else
         rebuild it from the store. Saved atomically with the new revision. An index that grew past (or
         shrank below) what its type suits is rebuilt as the right type."""
         with self._lock:
             self._held = None
-            rev = self.store.revision()
+            rev = self.store.cache_key()
             try:
                 file_rev = VectorIndex.read_header(self.path).get("revision")
             except Exception:  # noqa: BLE001 - a missing or damaged file of any kind is rebuilt below
@@ -95,6 +96,12 @@ class VectorCache:
             vi.remove(ids)
             for b_ids, b_vecs in stored.iter_vectors(self.store, self.kind, ids):
                 vi.add(b_ids, b_vecs)
+            have = stored.count_vectors(self.store, self.kind)
+            if len(vi) != have:   # the file was not what its header claimed: never patch a wrong cache
+                log.warning("%s holds %d vectors, the library %d: rebuilt", self.path.name, len(vi), have)
+                self.path.unlink(missing_ok=True)
+                self._held = (rev, self._open(rev))
+                return
             outgrown = vi.index_type == "ivfsq8" and len(vi) > 4 * max(vi.trained_on, 1)
             want = choose_index_type(len(vi), None if outgrown else vi.index_type)
             if want != vi.index_type or outgrown:   # the file is still at rev0: _open() rebuilds it
@@ -119,7 +126,7 @@ class BM25ScoreCache:
     def get(self):
         """The cache when its file is at the store's revision, else None."""
         with self._lock:
-            rev = self.store.revision()
+            rev = self.store.cache_key()
             if self._held is not None and self._held[0] == rev:
                 return self._held[1]
             cache = BM25Cache.open(self.path, rev) if self.path.exists() else None
@@ -142,7 +149,7 @@ class BM25ScoreCache:
         Path(f"{self.path}.npz").unlink(missing_ok=True)   # the format before memory-mapping
         with self._lock:
             self._held = None
-            rev = self.store.revision()
+            rev = self.store.cache_key()
             with self.store.engine.connect() as conn:
                 if bm25.count(conn) < BM25_CACHE_MIN:
                     self.path.unlink(missing_ok=True)
@@ -162,7 +169,7 @@ class BM25ScoreCache:
 
 
 class SearchCaches:
-    """The derived files of one library, each keyed by the store's revision."""
+    """The derived files of one library, each keyed by the library's id and the store's revision."""
 
     def __init__(self, store, db_path: Path):
         self._lock = threading.RLock()
@@ -181,8 +188,8 @@ class SearchCaches:
         """The BM25 score cache at the store's current revision, or None (FTS5 answers)."""
         return self.bm25.get()
 
-    def update(self, rev0: int, touched: set[int]) -> None:
-        """After an index run that started at store revision ``rev0`` and changed the photos ``touched``."""
+    def update(self, rev0: str, touched: set[int]) -> None:
+        """After an index run that started at ``rev0`` (store.cache_key()) and changed the photos ``touched``."""
         for cache in (*self.vectors.values(), self.bm25):
             cache.update(rev0, touched)
 

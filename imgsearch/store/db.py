@@ -30,6 +30,7 @@ from .models import Meta
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 REVISION_KEY = "revision"
+LIBRARY_ID_KEY = "library_id"    # a random hex id given at creation (migration 0006)
 
 
 def make_engine(path: str | os.PathLike) -> Engine:
@@ -168,6 +169,21 @@ class Store:
     def revision(self) -> int:
         with self.engine.connect() as conn:
             return get_revision(conn)
+
+    def identity(self) -> str:
+        """The library's random id (meta.library_id, given when it was created; it never changes)."""
+        ident = getattr(self, "_identity", None)
+        if ident is None:
+            with self.engine.connect() as conn:
+                ident = get_meta(conn, LIBRARY_ID_KEY) or "none"
+            self._identity = ident
+        return ident
+
+    def cache_key(self) -> str:
+        """What a derived file (FAISS, BM25 cache) must carry to be used: this library at its current
+        revision, as ``"<library id>@<revision>"``. A new library.db at the same path has another id, so a
+        cache left behind by the old one never matches."""
+        return f"{self.identity()}@{self.revision()}"
 
     def close(self) -> None:
         self.engine.dispose()
