@@ -5,17 +5,23 @@ image encoder and the query scorer), each with a SHA-256 sidecar that is checked
     <name>.onnx.sha256    its hex SHA-256 (and a newline)
 
 Both are replaced atomically, the sidecar last, so a reader sees no sidecar, a stale one (the file is
-rebuilt) or the matching one; a file that does not match is never loaded. Also here: the small pieces
-the three builders share (exporting a torch module, opening an onnxruntime session).
+rebuilt) or the matching one; a file that does not match is never loaded. A file that matches but does
+not load (its sidecar was written for bad bytes, or onnxruntime refuses it) is removed and built again
+from its source weights, once (:func:`open_cached`). Also here: the small pieces the three builders share
+(exporting a torch module, opening an onnxruntime session).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from imgsearch.files import atomic_write, sha256_file
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def sidecar(path: str | os.PathLike) -> Path:
@@ -53,6 +59,10 @@ def load_or_build(path: Path | None, build: Callable[[], bytes],
             return found
         if on_damaged is not None and path.exists():
             on_damaged(path)
+    return _build_and_keep(path, build)
+
+
+def _build_and_keep(path: Path | None, build: Callable[[], bytes]) -> bytes:
     data = build()
     if path is not None:
         try:
@@ -60,6 +70,46 @@ def load_or_build(path: Path | None, build: Callable[[], bytes],
         except OSError:
             pass  # read-only cache: run from memory
     return data
+
+
+def discard(path: str | os.PathLike, *also: str) -> None:
+    """Remove a cached file, its sidecar and the files ``<path><suffix>`` for each of ``also`` (best
+    effort: a read-only cache keeps them, and they are simply not used)."""
+    path = Path(path)
+    for p in (path, sidecar(path), *(path.with_name(path.name + s) for s in also)):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.debug("cannot remove %s: %s", p, e)
+
+
+def load_error(e: BaseException) -> str:
+    """One short line for why a cached file did not load (onnxruntime's messages run long)."""
+    lines = str(e).strip().splitlines()
+    msg = lines[0] if lines else ""
+    msg = msg if len(msg) <= 200 else msg[:197] + "..."
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def open_cached(path: Path | None, build: Callable[[], bytes], open_model: Callable[[Path | bytes], T],
+                what: str = "model") -> T:
+    """``open_model`` over the verified file at ``path`` (see :func:`load_or_build`). A cached file that
+    verifies but does not open (``open_model`` raises) is removed and built again by ``build()``, once,
+    with a warning; what fails to open after a fresh build is the builder's error and propagates.
+    ``what`` names the artifact in the warnings."""
+    model = load_or_build(path, build,
+                          lambda p: log.warning("cached %s %s is damaged: building it again", what, p))
+    if not isinstance(model, Path):
+        return open_model(model)
+    try:
+        return open_model(model)
+    # broad: onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...) for a bad file
+    except Exception as e:  # noqa: BLE001
+        log.warning("cached %s %s does not load (%s): building it again", what, model, load_error(e))
+    discard(model)
+    return open_model(_build_and_keep(model, build))
 
 
 def export_torch(module, args: tuple, **kw) -> bytes:

@@ -1,4 +1,5 @@
-"""Command line: ``imgsearch index | query | status | serve`` (thin wrappers over :class:`imgsearch.Library`),
+"""Command line: ``imgsearch index | query | status | forget | prune | serve`` (thin wrappers over
+:class:`imgsearch.Library`),
 and ``caption | train | evaluate | evaluate-retrieval`` for the model.
 
 ``query`` prints a table on a terminal and tab-separated ``rank score path caption`` lines
@@ -24,7 +25,7 @@ import typer
 
 from imgsearch import cli_output
 from imgsearch.devices import DEVICE_HELP
-from imgsearch.errors import ImgsearchError, UserError
+from imgsearch.errors import ImgsearchError, UserError, storage_error
 
 app = typer.Typer(
     name="imgsearch",
@@ -34,9 +35,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DbOpt = Annotated[
-    Optional[Path],
-    typer.Option("--db", help="Library database file or folder (default: $IMGSEARCH_DB, else "
+DbOpt = Annotated[   # a str, not a Path: "some/folder/" (a trailing slash means a folder) must reach paths.py as typed
+    Optional[str],
+    typer.Option("--db", metavar="PATH", help="Library database file or folder (default: $IMGSEARCH_DB, else "
                               "$XDG_DATA_HOME/imgsearch/library.db, else ~/.local/share/imgsearch/library.db).",
                  show_default=False),
 ]
@@ -64,15 +65,18 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(130)
         except PermissionError as e:
             _fail(f"permission denied: {e.filename or e}")
-        except OSError as e:
-            if e.filename:
+        except Exception as e:  # the disk or the database file failed (full, damaged page): StoreError's one line
+            mapped = storage_error(e)
+            if mapped is not None:
+                _fail(str(mapped), mapped.exit_code)
+            if isinstance(e, OSError) and e.filename:
                 _fail(f"{e.strerror or e}: {e.filename}")
             raise
 
     return wrapper
 
 
-def _open(db: Optional[Path], *, create: bool, **kw):
+def _open(db: Optional[str], *, create: bool, **kw):
     from imgsearch.library import Library
 
     return Library(db, create=create, **kw)
@@ -146,6 +150,9 @@ def index(
     prune_empty: Annotated[bool, typer.Option("--prune-empty",
                                               help="Drop the photos of a folder that is now empty "
                                                    "(by default they are kept: unmounted drive?).")] = False,
+    verify: Annotated[bool, typer.Option("--verify",
+                                         help="Re-hash every file, even when its size and mtime are unchanged, "
+                                              "and re-describe those whose content changed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
     json_out: JsonOpt = False,
 ):
@@ -154,9 +161,9 @@ def index(
     bar = contextlib.nullcontext() if quiet or json_out else progress_bar()
     with _open(db, create=True, device=device, model=model) as lib, bar as progress:
         report = lib.index(paths, batch_size=batch_size, workers=workers, beam=beam, progress=progress,
-                           retry_failed=retry_failed, prune_empty=prune_empty)
+                           retry_failed=retry_failed, prune_empty=prune_empty, verify=verify)
     if json_out:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        cli_output.print_json(report.to_dict())
         return
     if quiet:
         return
@@ -193,7 +200,7 @@ def query(
     with _open(db, create=False) as lib:
         hits = lib.query(text, k=k, mode=mode, in_folder=folder, like=like, rerank=rerank, min_score=min_score)
     if json_out:
-        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
+        cli_output.print_json([h.to_dict() for h in hits])
         return
     if not hits:
         typer.echo("no matching photos", err=True)
@@ -221,9 +228,55 @@ def status(
     if json_out:
         if errs is not None:
             st = dict(st, errors=[{"path": p, "reason": r} for p, r in errs])
-        print(json.dumps(st, ensure_ascii=False))
+        cli_output.print_json(st)
         return
     cli_output.print_status(st, errs, errors_asked=errors)
+
+
+# ---------------------------------------------------------------------------- forget / prune
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Only show what would be removed.")]
+
+
+def _print_removal(report, json_out: bool, what: str) -> None:
+    if json_out:
+        cli_output.print_json(report.to_dict())
+    else:
+        cli_output.print_removal(report, what)
+
+
+@app.command()
+@user_errors
+def forget(
+    paths: Annotated[List[Path], typer.Argument(help="Photos or folders to take out of the library (they need not "
+                                                     "exist any more).", show_default=False)],
+    dry_run: DryRunOpt = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Remove photos or whole folders from the library (captions, caches, thumbnails); files stay on disk."""
+    with _open(db, create=False) as lib:
+        report = lib.forget(paths, dry_run=dry_run)
+    _print_removal(report, json_out, "forget")
+    if report.unmatched and not report.removed:
+        raise UserError("not in the library: " + ", ".join(report.unmatched))
+
+
+@app.command()
+@user_errors
+def prune(
+    path: Annotated[Optional[Path], typer.Argument(help="Only under this folder (it may be gone itself) "
+                                                        "[default: the whole library].", show_default=False)] = None,
+    dry_run: DryRunOpt = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Drop photos whose files are gone (deleted, or on a drive that is not mounted: check with --dry-run)."""
+    with _open(db, create=False) as lib:
+        report = lib.prune(path, dry_run=dry_run)
+    _print_removal(report, json_out, "prune")
+    if report.unmatched:
+        raise UserError("not in the library: " + ", ".join(report.unmatched))
 
 
 # ---------------------------------------------------------------------------- model commands
@@ -323,7 +376,7 @@ def caption(
     cap = Captioner.load(model, device=_device(device))
     results = caption_files(paths, captioner=cap, beam=beam, n_best=n_best, batch_size=batch_size)
     if json_out:
-        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
+        cli_output.print_json([r.to_dict() for r in results])
         return
     cli_output.print_captions(results)
 

@@ -1,7 +1,23 @@
 """What the CLI prints for people: rich tables (on stdout) of index reports, hits, status, captions and
-retrieval scores. Machine output (``--json``, the tab-separated query lines) stays in ``cli.py``.
+retrieval scores. Machine output: the tab-separated query lines stay in ``cli.py``; ``--json`` is printed
+with :func:`print_json` (valid UTF-8 whatever the file names).
 Imports rich only when something is printed; never imports torch."""
 from __future__ import annotations
+
+
+def json_text(obj) -> str:
+    """``obj`` as one line of JSON that is valid UTF-8 whatever the file names hold: a name that is not
+    UTF-8 reaches Python as lone surrogates (``os.fsdecode``'s surrogateescape), written here as ``\\udcXX``
+    escapes — JSON allows them, and ``os.fsencode(json.loads(...)[...])`` gives back the name's bytes."""
+    import json
+    import re
+
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
+
+
+def print_json(obj) -> None:
+    """Machine output (``--json``): :func:`json_text` on stdout."""
+    print(json_text(obj))
 
 
 def console(stderr: bool = False):
@@ -21,6 +37,8 @@ def print_report(report) -> None:
     t.add_row(*(str(v) for v in (report.added, report.updated, report.moved, report.removed, report.failed,
                                  report.skipped_unchanged)))
     con.print(t)
+    for line in kept_lines(getattr(report, "kept", ())):
+        con.print(line, markup=False, highlight=False)
     if report.errors:
         e = Table(title="could not index", show_header=True, header_style="bold")
         e.add_column("file", overflow="fold")
@@ -30,6 +48,48 @@ def print_report(report) -> None:
         con.print(e)
         if len(report.errors) > 50:
             con.print(f"... and {len(report.errors) - 50} more (imgsearch status --errors)")
+
+
+def kept_lines(kept) -> list[str]:
+    """One line per folder whose photos an index run kept although it did not find them."""
+    import os
+
+    out = []
+    for folder, n in kept:
+        state = "missing" if not os.path.isdir(folder) else "empty"
+        out.append(f"kept: {n} photo{'s' if n != 1 else ''} under {folder} (folder {state}: an unmounted drive? "
+                   f"--prune-empty or `imgsearch prune {folder}` removes them)")
+    return out
+
+
+def run_counts(run: dict) -> str:
+    """An index run's counts in words: "207 added, 0 updated, 0 moved, 0 removed, 3 failed"."""
+    return ", ".join(f"{run.get(k) or 0} {k}" for k in ("added", "updated", "moved", "removed", "failed"))
+
+
+def print_removal(report, what: str) -> None:
+    """What ``forget`` / ``prune`` removed (or would remove): per folder (at most 20), then the totals."""
+    con = console()
+    verb = "would remove" if report.dry_run else "removed"
+    for folder, n in report.folders[:20]:
+        con.print(f"  {n:>6}  {folder}", markup=False, highlight=False)
+    if len(report.folders) > 20:
+        con.print(f"  ... and {len(report.folders) - 20} more folders (--json lists every path)", markup=False)
+    total = f"{what}: {verb} {report.photos} photo{'s' if report.photos != 1 else ''}"
+    if report.failed:
+        total += f" and {report.failed} failed-file record{'s' if report.failed != 1 else ''}"
+    if report.folders:
+        total += f" in {len(report.folders)} folder{'s' if len(report.folders) != 1 else ''}"
+    if report.thumbnails:
+        total += f" ({report.thumbnails} thumbnails deleted)"
+    con.print(total, markup=False, highlight=False)
+    if report.unreachable:
+        con.print(f"{what}: kept {len(report.unreachable)} files that could not be checked (unreadable folder?), "
+                  f"e.g. {report.unreachable[0]}", markup=False, highlight=False)
+    for p in report.unmatched:
+        con.print(f"{what}: no photo of the library is at or below {p}", markup=False, highlight=False)
+    if report.dry_run and report.removed:
+        con.print("nothing was changed (--dry-run)", markup=False)
 
 
 def print_hits(hits) -> None:
@@ -59,13 +119,21 @@ def print_status(st: dict, errs: list[tuple[str, str]] | None, errors_asked: boo
                                              else "  (imgsearch status --errors)"))
     versions = st["model_versions"]
     t.add_row("model", ", ".join(f"{v} ({n})" for v, n in versions.items()) if versions else "–")
+    for r in st.get("roots") or ():
+        where = {"ok": "", "empty": "  [yellow](empty folder now: an unmounted drive?)[/]",
+                 "missing": "  [yellow](not found: an unmounted drive, or deleted? imgsearch prune PATH drops "
+                            "its photos)[/]",
+                 "unreadable": "  [yellow](cannot be read now)[/]"}.get(r["state"], "")
+        failed = f", {r['failed']} failed" if r["failed"] else ""
+        t.add_row("root", f"{_esc(r['path'])}: {r['photos']} photos{failed}{where}")
     last = st["last_index"]
     if last:
-        t.add_row("last index", f"{last['finished_at']} ({last['seconds']:.1f} s: +{last['added']} "
-                                f"~{last['updated']} >{last['moved']} -{last['removed']} !{last['failed']})")
+        t.add_row("last index", f"{last['finished_at']} ({last['seconds']:.1f} s): {run_counts(last)}")
     else:
         t.add_row("last index", "never")
-    if st.get("last_run_interrupted"):
+    if st.get("index_running"):
+        t.add_row("", f"[yellow]indexing now (running since {st.get('running_since') or '?'})[/]")
+    elif st.get("last_run_interrupted"):
         t.add_row("", "[yellow]the latest run was interrupted; run index again to finish it[/]")
     t.add_row("size on disk", human_size(st["size_bytes"]))
     rr = st.get("reranking") or {}
@@ -85,6 +153,12 @@ def print_status(st: dict, errs: list[tuple[str, str]] | None, errors_asked: boo
         for p, r in errs:
             e.add_row(p, r)
         con.print(e)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def human_size(n: int) -> str:

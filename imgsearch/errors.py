@@ -10,6 +10,7 @@ bug and is shown as such.
     │   └── NotFoundError              no such photo (by id or path)                               exit 1 / 404
     ├── ModelError                     a model or its weights cannot be loaded or run              exit 1 / 503
     ├── StoreError                     the library file cannot be used (not a library, locked...)  exit 1 / 503
+    │   └── ReadOnlyError              a write asked of a read-only library ("searching only")       exit 1 / 503
     └── DecodeError                    one photo cannot be read (recorded against that photo)      exit 1 / 422
 """
 from __future__ import annotations
@@ -46,6 +47,10 @@ class StoreError(ImgsearchError):
     http_status = 503
 
 
+class ReadOnlyError(StoreError):
+    """A write (an index run, a schema upgrade) asked of a library opened read-only."""
+
+
 class DecodeError(ImgsearchError):
     """A photo cannot be decoded: the reason is recorded against that photo, the run goes on.
     ``str(e)`` / ``e.reason`` is a short human reason; ``e.detail`` the underlying library message, if any."""
@@ -62,4 +67,36 @@ class DecodeError(ImgsearchError):
 
 
 LibraryError = ImgsearchError
+
+
+def storage_error(e: BaseException, path=None) -> StoreError | None:
+    """The :class:`StoreError` (one line) for a failure of the disk or the database file under the library —
+    no space left (SQLite's "database or disk is full", ``OSError`` ENOSPC), a damaged file ("database disk
+    image is malformed", "file is not a database"), a read-only medium — or None when ``e`` is something else.
+    Takes sqlite3 errors and SQLAlchemy's wrappers of them (their ``.orig``); the front ends map with it."""
+    import errno
+    import sqlite3
+
+    orig = getattr(e, "orig", None)
+    err = orig if isinstance(orig, BaseException) else e
+    where = f" ({path})" if path is not None else ""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        name = f" ({err.filename})" if err.filename else where
+        return StoreError(f"no space left on the device{name}: free some space and run the same command again "
+                          "(what was finished is kept)")
+    if isinstance(err, OSError) and err.errno == errno.EROFS:
+        return StoreError(f"the library is on a read-only file system{where}")
+    if not isinstance(err, sqlite3.Error):
+        return None
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    low = msg.lower()
+    if "disk is full" in low:
+        return StoreError(f"no space left on the device{where}: free some space and run the same command again "
+                          "(what was finished is kept)")
+    if "malformed" in low or "not a database" in low or "disk i/o error" in low:
+        return StoreError(f"the library database is damaged{where}: {msg}. Restore library.db from a backup, "
+                          "or move it away and index the folders again")
+    if "readonly database" in low or "read-only" in low:
+        return ReadOnlyError(f"read-only library: searching only{where}")
+    return StoreError(f"the library database failed{where}: {msg}")
 """The first release's name for imgsearch's errors; ``except LibraryError`` still catches all of them."""

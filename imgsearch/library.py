@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 from imgsearch import paths as _paths
 from imgsearch.devices import parse_device
-from imgsearch.errors import LibraryError, UserError
+from imgsearch.errors import LibraryError, ReadOnlyError, UserError
 from imgsearch.hits import Hit
 from imgsearch.indexer.report import IndexReport
 from imgsearch.models import Models
@@ -46,13 +46,15 @@ class Library:
     ``model``: a captioner checkpoint (default: the shipped one); ``device``: auto | cpu | cuda[:N];
     ``captioner``: an already-loaded captioner; ``models``: a whole :class:`~imgsearch.models.Models`
     (then ``model``, ``device`` and ``captioner`` are not used); ``create=False``: a missing library is an
-    error instead of a new one."""
+    error instead of a new one. ``read_only``: search only, never write (None: when the library's folder or
+    file cannot be written, or ``$IMGSEARCH_READ_ONLY`` is set); its caches then go to the user cache folder."""
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "auto", captioner=None, *,
-                 model: str | os.PathLike | None = None, create: bool = True, models: Models | None = None):
+                 model: str | os.PathLike | None = None, create: bool = True, models: Models | None = None,
+                 read_only: bool | None = None):
         self.path = _paths.resolve_db_path(path)
         self.models = models if models is not None else Models(model, parse_device(device), captioner=captioner)
-        self.store = open_store(self.path, create=create)
+        self.store = open_store(self.path, create=create, read_only=read_only)
         self.caches = SearchCaches(self.store, self.path)
         self.engine = QueryEngine(self.store, self.caches, self.models)
         try:
@@ -91,6 +93,17 @@ class Library:
             raise UserError("the library is closed")
         return self.store
 
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only: searching only (index, forget and prune raise ReadOnlyError)."""
+        return bool(self.store is not None and self.store.read_only)
+
+    def _writable_store(self):
+        store = self._open_store()
+        if store.read_only:
+            raise ReadOnlyError(f"read-only library: searching only ({self.path})")
+        return store
+
     # ------------------------------------------------------------------ models
     def captioner(self, device: str | None = None):
         """The captioner (loaded on first use; ``device`` reloads a library-owned one elsewhere)."""
@@ -103,14 +116,18 @@ class Library:
     # ------------------------------------------------------------------ indexing
     def index(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, batch_size: int = 32,
               workers: int | None = None, beam: int = 3, progress: ProgressFn | bool | None = None,
-              device: str | None = None, retry_failed: bool = False, prune_empty: bool = False) -> IndexReport:
+              device: str | None = None, retry_failed: bool = False, prune_empty: bool = False,
+              verify: bool = False) -> IndexReport:
         """Index (incrementally) every photo under ``paths`` (folders or files).
 
         New and changed files are captioned; moved files (same content, old path gone) keep
         their captions; files gone from under ``paths`` are removed; photos captioned by
         another model version are re-captioned. Files that failed before are retried only
-        when they change (size or mtime), or with ``retry_failed=True``. A folder that had
-        photos but now has none (an unmounted drive?) keeps them unless ``prune_empty=True``.
+        when they change (size or mtime), when the model version changes, or with ``retry_failed=True``.
+        A model that fails on every photo raises ModelError and records nothing against them. A folder that had
+        photos but now has none (an unmounted drive?), at any depth, keeps them unless
+        ``prune_empty=True`` (``report.kept``: (folder, photos)). ``verify=True``: files whose size and mtime
+        did not change are re-hashed too, and those whose content did change are re-described.
         ``progress``: called with (done, total) as photos are processed (the CLI draws a bar with it).
         """
         from imgsearch.indexer.lock import index_lock          # the indexing parts: a query process never
@@ -129,7 +146,7 @@ class Library:
             raise UserError("batch size must be at least 1")
         if device is not None:
             device = parse_device(device)
-        store = self._open_store()
+        store = self._writable_store()
         with index_lock(self.path):
             rev0 = store.cache_key()
             runner = IndexRunner(
@@ -139,7 +156,7 @@ class Library:
                 get_embedder=self.models.embedder,
                 batch_size=batch_size, workers=workers, beam=beam,
                 progress=progress if callable(progress) else None, retry_failed=retry_failed,
-                prune_empty=prune_empty,
+                prune_empty=prune_empty, verify=verify,
             )
             try:
                 report = runner.run()
@@ -149,6 +166,49 @@ class Library:
         if self.models.captioner_loaded:
             # the captioner (and torch) is loaded now: export the query scorer so that queries need neither
             self.models.export_scorer(lambda version: queries.has_cells(store, version))
+        return report
+
+    def forget(self, paths: str | os.PathLike | Iterable[str | os.PathLike], dry_run: bool = False):
+        """Take photos, or whole folders, out of the library, whether or not their files still exist: their
+        captions, cells, search-cache entries and thumbnails go too, and so do failed-file records under the
+        paths. ``dry_run``: only say what would go. Returns a :class:`~imgsearch.indexer.forget.RemovalReport`
+        (``paths`` that hold no photo of the library are its ``unmatched``)."""
+        from imgsearch.indexer import forget
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        paths = list(paths)
+        if not paths:
+            raise UserError("nothing to forget: give at least one photo or folder")
+        return self._remove(lambda store: forget.select_forget(store, paths), dry_run)
+
+    def prune(self, path: str | os.PathLike | None = None, dry_run: bool = False):
+        """Drop the photos (and failed-file records) whose files are gone: at or below ``path`` (which may
+        itself be gone), or everywhere. Files that cannot be checked (an unreadable folder) stay (``unreachable``).
+        ``dry_run``: only say what would go. Returns a :class:`~imgsearch.indexer.forget.RemovalReport`."""
+        from imgsearch.indexer import forget
+
+        return self._remove(lambda store: forget.select_prune(store, path), dry_run)
+
+    def _remove(self, select, dry_run: bool):
+        """Select rows with ``select(store)`` and (unless ``dry_run``) remove them under the index lock,
+        patching the search caches and deleting the thumbnails no other photo shares."""
+        from imgsearch.indexer import forget
+        from imgsearch.indexer.lock import index_lock
+
+        store = self._open_store()
+        if dry_run:
+            report = select(store)
+            report.dry_run = True
+            return report
+        store = self._writable_store()
+        with index_lock(self.path):
+            rev0 = store.cache_key()
+            report = select(store)
+            forget.remove(store, report)
+            if report.ids:
+                self.caches.update(rev0, set(report.ids))
+                report.thumbnails = forget.delete_thumbnails(store, _paths.thumbs_dir(self.path), report.hashes)
         return report
 
     def refresh_caches(self) -> None:
@@ -179,10 +239,17 @@ class Library:
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
-        """Counts, last index run, model versions, where the library is and its size on disk."""
+        """Counts, last index run, model versions, where the library is and its size on disk; the indexed
+        roots (``roots``: path, photos, failed, reachable, state) and whether an index run holds the library's
+        lock now (``index_running``; then the unfinished latest run is that one, not an interrupted one)."""
+        from imgsearch.indexer.lock import index_running
+        from imgsearch.roots import root_status
+
         store = self._open_store()
         photos, failed, versions = queries.photo_counts(store)
         last, last_done = queries.last_runs(store)
+        running = index_running(self.path)
+        unfinished = bool(last is not None and last["finished_at"] is None)
         return {
             "db_path": str(self.path),
             "photos": photos,
@@ -190,7 +257,10 @@ class Library:
             "model_versions": versions,
             "model_version": max(versions, key=versions.get) if versions else None,
             "last_index": last_done,
-            "last_run_interrupted": bool(last is not None and last["finished_at"] is None),
+            "last_run_interrupted": unfinished and not running,
+            "index_running": running,
+            "running_since": last["started_at"] if unfinished and running else None,
+            "roots": root_status(store),
             "revision": store.revision(),
             "schema": current_revision(store.engine),
             "size_bytes": _size_on_disk(self.path),

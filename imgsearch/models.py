@@ -7,7 +7,8 @@
 - the **captioner** (torch): only when an index run has photos to describe, or a ``like`` query names a
   photo that is not indexed;
 - the **text embedder** (MiniLM on ONNX Runtime or NumPy, no torch): on the first query that needs a vector;
-- the **query scorer** of re-ranking (an ONNX graph cached per checkpoint, no torch);
+- the **query scorer** of re-ranking (an ONNX graph cached per checkpoint, no torch; one that does not load
+  is removed, and the query goes on without re-ranking until an index run exports it again);
 - the checkpoint **version** that a re-index would write, read from the file without torch.
 
 Thread-safe: the web server queries from several threads.
@@ -35,6 +36,7 @@ class Models:
         self._owns_captioner = False     # loaded here (so it may be reloaded on another device)
         self._embedder = embedder
         self._scorer = None              # QueryScorer; False: none for this checkpoint
+        self._scorer_dropped: Path | None = None   # a cached scorer removed as unloadable: looked for again
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ captioner
@@ -57,6 +59,10 @@ class Models:
                     cap = Captioner.load(self.checkpoint, device=want)
                 except ValueError as e:  # a device or checkpoint field torch refuses
                     raise ModelError(str(e)) from None
+                if getattr(cap, "checkpoint_path", None) is None:   # named by errors of the run (indexer)
+                    from imgsearch.model.versions import shipped_checkpoint
+
+                    cap.checkpoint_path = str(self.checkpoint if self.checkpoint is not None else shipped_checkpoint())
                 self._captioner = cap
                 self._owns_captioner = True
             return cap
@@ -74,6 +80,9 @@ class Models:
 
     # ------------------------------------------------------------------ text embedder
     def embedder(self):
+        emb = self._embedder
+        if emb is not None:       # loaded: concurrent queries share it without the lock (ONNX Runtime's run is
+            return emb            # thread-safe; MiniLM runs on bounded intra-op threads, text/minilm_onnx.py)
         with self._lock:
             if self._embedder is None:
                 from imgsearch.text.embed import TextEmbedder
@@ -88,20 +97,40 @@ class Models:
     def scorer(self, has_cells: Callable[[str], bool]):
         """The re-ranking QueryScorer of the checkpoint: the cached ONNX graph (no torch) when there is one;
         else, when the captioner is loaded or ``has_cells(version)`` says photos of this version can be
-        re-ranked, made from the captioner (once). None: no re-ranking."""
+        re-ranked, made from the captioner (once). None: no re-ranking. Never raises: whatever stops the
+        scorer loading costs the queries their re-ranking, never the query."""
+        scorer = self._scorer
+        if scorer:                # loaded: shared by concurrent queries without the lock
+            return scorer
         with self._lock:
+            if self._scorer is False and self._scorer_dropped is not None and self._scorer_dropped.is_file():
+                self._scorer = None      # an index run has exported the removed scorer again: use it
             if self._scorer is None:
-                self._scorer = self._find_scorer(has_cells) or False
+                self._scorer_dropped = None
+                try:
+                    self._scorer = self._find_scorer(has_cells) or False
+                except Exception as e:  # noqa: BLE001 - see above
+                    log.warning("no re-ranking: %s: %s", type(e).__name__, e)
+                    self._scorer = False
             return self._scorer or None
 
     def _find_scorer(self, has_cells: Callable[[str], bool]):
-        from imgsearch.model.rerank import QueryScorer
+        from imgsearch.model.rerank import QueryScorer, ScorerLoadError
 
         try:
             version = self.version()
         except UserError:
             return None
-        scorer = QueryScorer.load(version)
+        try:
+            scorer = QueryScorer.load(version)
+        except ScorerLoadError as e:
+            if self._captioner is None:
+                # exporting it again needs torch, which a query does not load: the next index run does it
+                log.warning("%s; no re-ranking until it is exported again (the next index run does it)", e)
+                self._scorer_dropped = e.path
+                return None
+            log.warning("%s; exporting it again", e)
+            scorer = None
         if scorer is None and (self._captioner is not None or has_cells(version)):
             try:
                 scorer = QueryScorer.for_captioner(self.captioner())

@@ -105,3 +105,24 @@ def test_vector_indexes_switch_to_ivf_and_back(tmp_path, monkeypatch):
         for p in (captions_faiss_path(db), images_faiss_path(db)):
             assert VectorIndex.read_header(p)["index_type"] == "flat"
         assert len(lib.query("a red circle", k=10, mode="dense")) == 5
+
+
+def test_a_faiss_file_with_garbled_bytes_inside_is_rebuilt_not_used(tmp_path):
+    """FAISS reads a file whose vector bytes were overwritten without complaint; the checksum in the header
+    catches it, so the query answers from vectors rebuilt from SQLite."""
+    a = tmp_path / "A"
+    make_set(a, KINDS, "a")
+    db = tmp_path / "library.db"
+    with Library(db, captioner=captioner_with_projection()) as lib:
+        lib.index([a], **KW)
+        want = [(h.id, round(h.score, 5)) for h in lib.query("a red circle", k=8, mode="image", min_score=0)]
+    path = images_faiss_path(db)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:                   # well inside the vectors, header and FAISS framing intact
+        f.seek(size // 2)
+        f.write(bytes(64))
+    with Library(db) as lib:
+        got = [(h.id, round(h.score, 5)) for h in lib.query("a red circle", k=8, mode="image", min_score=0)]
+    assert got == want
+    VectorIndex.load(path)                          # rewritten whole
+    assert VectorIndex.read_header(path)["count"] == len(KINDS)

@@ -149,6 +149,9 @@ def test_schema_0004_library_upgrades_and_gets_labels(tmp_path):
             assert c.execute("SELECT count(*) FROM photos WHERE labels IS NULL").fetchone()[0] == 4
         assert lib.index([tmp_path / "pics"], workers=0, progress=None).labelled == 4
         assert len(lib.query("a blue square", k=10, mode="labels", min_score=0)) == 4
+        with sqlite3.connect(db) as c:                  # the same pass gave them their visual vectors
+            assert c.execute("SELECT count(*) FROM photos WHERE visual_embedding IS NULL").fetchone()[0] == 0
+        assert len(lib.engine.dense_search("visual", lib.engine.photo_vectors(1)["visual"], 10)) == 4
 
 
 def test_hybrid_fuses_four_signals_and_rerank_weight_follows_the_query(tmp_path):
@@ -173,13 +176,39 @@ def test_like_queries_use_every_stored_vector_and_compute_them_for_a_new_photo(t
     with _library(tmp_path) as lib:
         lib.index([tmp_path / "pics"], workers=0, progress=None)
         stored = lib.engine.photo_vectors(tmp_path / "pics" / "p0_red_circle.jpg")
-        assert set(stored) == {"caption", "image", "labels"}
+        assert set(stored) == {"caption", "image", "labels", "visual"}
         crop = tmp_path / "crop.jpg"
         with Image.open(tmp_path / "pics" / "p0_red_circle.jpg") as im:
             im.crop((20, 20, im.width - 40, im.height - 30)).save(crop)
         fresh = lib.engine.photo_vectors(crop)                  # not indexed: described now
-        assert set(fresh) == {"caption", "image", "labels"}
+        assert set(fresh) == {"caption", "image", "labels", "visual"}
         assert all(v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-3 for v in fresh.values())
-        assert FUSION["like_weights"]["labels"] > 0
+        assert FUSION["like_weights"]["labels"] > 0 and FUSION["like_weights"]["visual"] > 0
+        original = lib.engine.photo_vectors(tmp_path / "pics" / "p0_red_circle.jpg")
+        with lib.store.session() as s:
+            from sqlalchemy import select
+
+            from imgsearch.store.models import Photo
+            want = s.execute(select(Photo.id).where(Photo.path == str(tmp_path / "pics" / "p0_red_circle.jpg"))).scalar()
+        by_look = lib.engine.dense_search("visual", fresh["visual"], 4)    # the crop looks most like its photo
+        assert by_look[0][0] == want and by_look[0][1] > 0.9
+        assert float(original["visual"] @ fresh["visual"]) == pytest.approx(by_look[0][1], abs=1e-5)
         hits = lib.query(like=crop, k=4)
         assert len(hits) == 4 and hits[0].score >= hits[-1].score
+
+
+def test_visual_vectors_pool_project_and_stay_the_same_across_processes():
+    from imgsearch.model import visual
+
+    r = visual.projection()
+    assert r.shape == (1280, 384) and r.dtype == np.float32 and not r.flags.writeable
+    # RandomState's stream is frozen by NumPy: the same matrix in every process and version (a change would
+    # silently break every stored visual vector, so this pins it)
+    assert np.allclose(r[0, :3] * np.sqrt(384), [-0.11005826, -0.65631918, 0.21533978], atol=1e-6)
+    rng = np.random.default_rng(1)
+    head = np.abs(rng.normal(size=(3, 49, 1280))).astype(np.float32)
+    head[2] = head[0][::-1] * 7.0                 # the same cells in another order, brighter: the same look
+    v = visual.visual_vectors(head)
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert float(v[0] @ v[2]) == pytest.approx(1.0, abs=1e-5)
+    assert float(v[0] @ v[1]) < float(v[0] @ v[2])

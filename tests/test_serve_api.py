@@ -348,9 +348,9 @@ def test_thumbnail_made_cached_and_revalidated(client, served_library):
     r2 = client.get(f"/thumb/{sky}", headers={"if-none-match": r.headers["etag"]})
     assert r2.status_code == 304 and r2.content == b"" and r2.headers["etag"] == r.headers["etag"]
     assert client.get(f"/thumb/{sky}", headers={"if-none-match": '"other"'}).status_code == 200
-    # served from the cache: a marked cache file is what comes back
-    cache.write_bytes(r.content + b"cached")
-    assert client.get(f"/thumb/{sky}").content.endswith(b"cached")
+    # served from the cache: a marked cache file (still a whole JPEG: SOI ... EOI) is what comes back
+    cache.write_bytes(r.content[:-2] + b"cached" + r.content[-2:])
+    assert client.get(f"/thumb/{sky}").content.endswith(b"cached\xff\xd9")
     cache.write_bytes(r.content)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from typing import Any, Sequence
 
 from imgsearch.errors import DecodeError
@@ -84,9 +85,29 @@ def collate(items):
 
 
 def worker_init(_worker_id: int) -> None:
+    _die_with_parent()
     import torch
 
     torch.set_num_threads(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker is killed when the process that started it dies (``kill -9``), instead of decoding on
+    until torch's watchdog notices (~5 s). (The index lock is not held by workers in any case: indexer/lock.py.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import multiprocessing
+        import signal
+
+        parent = multiprocessing.parent_process()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
+        if parent is not None and os.getppid() != parent.pid:   # it died before the prctl
+            os._exit(1)
+    except (OSError, AttributeError, ValueError):  # pragma: no cover - no libc / prctl: torch's watchdog remains
+        pass
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ class IndexReport:
     skipped_unchanged: int = 0
     labelled: int = 0          # described photos that only got their zero-shot labels (an upgrade)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), this run only
+    kept: list[tuple[str, int]] = field(default_factory=list)    # (folder, photos): not found, kept (folder
+                                                                 # missing or empty: an unmounted drive?)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -26,5 +28,6 @@ class IndexReport:
             "skipped_unchanged": self.skipped_unchanged,
             "labelled": self.labelled,
             "errors": [{"path": p, "reason": r} for p, r in self.errors],
+            "kept": [{"folder": f, "photos": n} for f, n in self.kept],
             "seconds": round(self.seconds, 3),
         }

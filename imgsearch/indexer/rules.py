@@ -80,6 +80,13 @@ def needs_redescribing(row: Stored, version: str | None) -> bool:
     return row.error is not None or row.model_version != version or row.caption is None
 
 
+def retry_failure(row: Stored, version: str | None) -> bool:
+    """An unchanged file that failed before is tried again when it failed under another model version than
+    ``version`` (a failure recorded before versions were kept counts as another version): the model may be
+    what failed, or may read the file another way. Otherwise it waits until it changes (or ``--retry-failed``)."""
+    return row.error is not None and row.model_version != version
+
+
 def decide(files: Sequence[Decoded], by_hash: Mapping[str, Sequence[Stored]], version: str | None,
            claimed: Collection[int], file_gone: Callable[[str], bool]) -> Decisions:
     """Apply the rules to ``files`` in order. ``by_hash``: the stored photos with each content hash;

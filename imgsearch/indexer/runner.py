@@ -6,7 +6,7 @@ One run, in order:
    rows stored under those roots (size + mtime_ns). Work list: new files, changed files, and
    unchanged photos captioned by another model version. Unchanged files that failed before are
    *not* retried (retry-when-changed; pass ``retry_failed=True`` to retry them all, e.g. after
-   installing a missing codec).
+   installing a missing codec), unless they failed under another model version.
 2. Stored caption embeddings made by another text embedder are re-embedded (``reembed.py``).
 3. :func:`loader.batches <imgsearch.indexer.loader.batches>` decodes in ``torch.utils.data.DataLoader``
    worker processes; a bad file comes back as an error text, never as a dead worker.
@@ -19,20 +19,28 @@ One run, in order:
    (photos, n-best captions, tags/keywords, embeddings, error rows, BM25 documents) and bumps
    ``meta.revision``. A run killed at any point leaves only whole batches behind; the next run's
    diff sees exactly what is missing. A decoder that crashes or hangs its worker costs only its file.
+   A broken *model* is not blamed on the photos: the captioner's preprocessing is tried on a blank
+   picture before the first batch, and when every photo of a batch fails in the model step — alone
+   too, for one reason — the run stops with a :class:`ModelError` and records nothing against them
+   (batches committed before stay). A failure is recorded with the model version it happened under;
+   the plan retries it when that version changes (``rules.retry_failure``).
 5. Stored photos under the roots whose files are gone (and were not claimed by a move) are
    deleted (captions/tags cascade) in one last transaction. Folders the scan could not
-   read are left alone, as are photos outside the roots being indexed, and so is a root
-   that had photos but now shows none (unmounted drive?) unless ``prune_empty=True``.
+   read are left alone, as are photos outside the roots being indexed, and so is every
+   folder (a root or below it) that had photos but now shows none (unmounted drive?) unless
+   ``prune_empty=True`` (plan.keep_empty_folders; a move may still claim their rows).
 
 The search caches (FAISS files) are not touched here; the Library refreshes them after
 the run from SQLite, keyed by the revision.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Callable, Iterable
 
+from imgsearch.errors import ModelError
 from imgsearch.indexer import rules
 from imgsearch.indexer.loader import (BATCH_TIMEOUT_S, ISOLATE_TIMEOUT_S, batches, crash_reason, default_workers,
                                       model_threads)
@@ -47,6 +55,7 @@ from imgsearch.store.models import pack_vector
 from imgsearch.store.queries import photos_by_hash
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 class IndexRunner:
@@ -67,6 +76,7 @@ class IndexRunner:
         progress: ProgressFn | None = None,
         retry_failed: bool = False,
         prune_empty: bool = False,
+        verify: bool = False,
     ):
         self.store = store
         self.roots_in = [os.fspath(r) for r in roots]
@@ -80,6 +90,7 @@ class IndexRunner:
         self.progress = progress
         self.retry_failed = retry_failed
         self.prune_empty = prune_empty
+        self.verify = verify
         self.report = IndexReport()
         self.touched: set[int] = set()  # photo ids whose embeddings may have changed (or rows gone)
         self.plan: Plan | None = None   # set by run()
@@ -92,7 +103,8 @@ class IndexRunner:
         t0 = time.monotonic()
         started = writes.now()
         self.plan = plan = make_plan(self.store, self.roots_in, get_version=self.get_version,
-                                     retry_failed=self.retry_failed, prune_empty=self.prune_empty)
+                                     retry_failed=self.retry_failed, prune_empty=self.prune_empty,
+                                     verify=self.verify)
         self.report.skipped_unchanged += plan.skipped_unchanged
         with self.store.write() as s:
             run_id = writes.start_run(s, started, plan.roots)
@@ -116,6 +128,7 @@ class IndexRunner:
     def _caption_all(self, cap, pin: bool, total: int) -> None:
         paths = [w.path for w in self.plan.work]
         size, resize = cap.image_size, getattr(cap, "resize", "squash")
+        check_preprocessing(cap, size, resize)
         pos = 0  # every item before pos is committed
         while pos < total:
             try:
@@ -151,7 +164,10 @@ class IndexRunner:
     def _do_batch(self, cap, ok_idx: list[int], images, infos: list[dict], failed: list[tuple[int, dict]]):
         relabel = [k for k, i in enumerate(ok_idx) if self.plan.work[i].reason == "labels"]
         if relabel:   # described photos that only need their zero-shot labels: no rules, no captioning
-            self._write_labels(cap, [self.plan.work[ok_idx[k]] for k in relabel], images, relabel)
+            found, _ = self._model_step(cap, lambda ks: self._find_labels(cap, images, ks), relabel)
+            if found:  # one that fails alone keeps its description and is tried again next run
+                ks = sorted(found)
+                self._write_labels([self.plan.work[ok_idx[k]] for k in ks], [found[k] for k in ks])
             skip = set(relabel)
             keep = [k for k in range(len(ok_idx)) if k not in skip]
             ok_idx, infos = [ok_idx[k] for k in keep], [infos[k] for k in keep]
@@ -162,10 +178,14 @@ class IndexRunner:
         files = [rules.Decoded(w.path, w.reason, w.photo_id, info["content_hash"]) for w, info in zip(items, infos)]
         todo = rules.decide(files, by_hash, self.version, self.claimed, self.plan.file_gone)
         self.claimed |= todo.claimed
-        described = self._describe(cap, images, todo.describe)
+        described, broken = self._model_step(cap, lambda ps: self._describe(cap, images, ps), todo.describe)
 
         at = writes.now()
         moved = {m.pos for m in todo.moves}
+        # a photo the model fails on alone (while others pass) is recorded failed; a moved one keeps its
+        # old description (another version's: described again next run)
+        failed = failed + [(ok_idx[pos], {"error": f"could not be described: {why}"})
+                           for pos, why in broken.items() if pos not in moved]
         docs: list[writes.Document] = []
         with self.store.write() as s:
             for m in todo.moves:  # moves first: re-point the old row at the new path
@@ -182,7 +202,7 @@ class IndexRunner:
                 writes.update_stat(s, items[pos].photo_id, infos[pos])
                 self.report.skipped_unchanged += 1
             for pos in todo.describe:
-                if pos in moved:
+                if pos in moved or pos in broken:
                     continue
                 w = items[pos]
                 pid = writes.upsert_photo(s, w.path, w.photo_id, infos[pos], at)
@@ -198,10 +218,38 @@ class IndexRunner:
                 self.embedder_recorded = True
             bump_revision(s)
 
-    def _write_labels(self, cap, items: list[WorkItem], images, positions: list[int]) -> None:
-        """Labels for photos described before the label signal existed: encoder only (one transaction)."""
+    def _model_step(self, cap, step: Callable[[list[int]], dict], positions: list[int]) -> tuple[dict, dict]:
+        """``step(positions)`` → {position: result}, for a batch; when it raises, each position is tried alone.
+        Returns (results, {position: reason} of those that failed alone). Raises ModelError when every one
+        fails alone for the same reason: the model is broken, not the photos."""
+        if not positions:
+            return {}, {}
+        try:
+            return step(positions), {}
+        except Exception as e:  # noqa: BLE001 - any failure of the model step is judged below
+            first = _reason(e)
+        done: dict = {}
+        broken: dict[int, str] = {positions[0]: first} if len(positions) == 1 else {}
+        for pos in positions if len(positions) > 1 else ():
+            try:
+                done.update(step([pos]))
+            except Exception as e:  # noqa: BLE001
+                broken[pos] = _reason(e)
+        reasons = set(broken.values())
+        if not done and len(reasons) == 1:
+            raise ModelError(f"{model_name(cap)} fails on every photo ({reasons.pop()}); nothing was recorded "
+                             "against the photos: fix or replace the checkpoint and index again")
+        if broken:
+            log.warning("the model failed on %d photo(s) of a batch: %s", len(broken), first)
+        return done, broken
+
+    def _find_labels(self, cap, images, positions: list[int]) -> dict[int, tuple]:
+        """Zero-shot labels of the batch images at ``positions`` (encoder only); by position."""
         grid, _ = cap.encode(images[positions])
-        found = cap.labels_from_grid(grid)
+        return dict(zip(positions, cap.labels_from_grid(grid)))
+
+    def _write_labels(self, items: list[WorkItem], found: list[tuple]) -> None:
+        """Labels for photos described before the label signal existed (one transaction)."""
         with self.store.write() as s:
             docs = [writes.write_labels(s, w.photo_id, self._labels(*f)) for w, f in zip(items, found)]
             bm25.upsert_documents(s, docs)
@@ -210,9 +258,9 @@ class IndexRunner:
         self.report.labelled += len(items)
 
     @staticmethod
-    def _labels(packed: bytes, vec, region) -> writes.Labels:
-        """A photo's labels (model/labels.py) as the store writes them."""
-        return writes.Labels(packed, pack_vector(vec), list(region), LABELS_VERSION)
+    def _labels(packed: bytes, vec, region, visual=None) -> writes.Labels:
+        """A photo's labels (model/labels.py) and visual vector (model/visual.py) as the store writes them."""
+        return writes.Labels(packed, pack_vector(vec), list(region), LABELS_VERSION, pack_vector(visual))
 
     def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
         """Caption the batch images at ``positions`` and embed what was said; by position."""
@@ -230,7 +278,8 @@ class IndexRunner:
             list(d.captions), list(d.tags), list(d.keywords), pack_vector(emb[k]),
             pack_vector(d.image_embedding) if getattr(d, "image_embedding", None) is not None else None,
             getattr(d, "cells", None),
-            self._labels(d.labels, d.label_embedding, d.region_tags) if getattr(d, "labels", None) is not None else None,
+            self._labels(d.labels, d.label_embedding, d.region_tags, getattr(d, "visual_embedding", None))
+            if getattr(d, "labels", None) is not None else None,
         ) for k, (pos, d) in enumerate(zip(positions, descs))}
 
     def _count(self, w: WorkItem) -> None:
@@ -240,7 +289,7 @@ class IndexRunner:
             self.report.updated += 1
 
     def _fail(self, s, w: WorkItem, reason: str, at) -> None:
-        if writes.write_failure(s, w.path, w.photo_id, reason, at):
+        if writes.write_failure(s, w.path, w.photo_id, reason, at, version=self.version):
             self.report.failed += 1
             self.report.errors.append((w.path, reason))
         elif w.photo_id is not None:  # vanished between scan and decode: it is simply gone
@@ -250,6 +299,7 @@ class IndexRunner:
 
     # ---------------------------------------------------------------- end of run
     def _remove_gone(self) -> None:
+        self.report.kept = self.plan.kept_folders(self.claimed)   # what moves did not claim stays kept
         ids = [pid for path, pid in self.plan.gone.items() if pid not in self.claimed and not os.path.exists(path)]
         if not ids:
             return
@@ -258,3 +308,32 @@ class IndexRunner:
             bump_revision(s)
         self.touched.update(ids)
         self.report.removed += len(ids)
+
+
+def _reason(e: BaseException) -> str:
+    """One short line: the exception's type and the first line of its message."""
+    lines = str(e).strip().splitlines()
+    msg = lines[0][:200] if lines else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def model_name(cap) -> str:
+    """How a ModelError names the model: its checkpoint file when known, else its version."""
+    path = getattr(cap, "checkpoint_path", None)
+    return f"checkpoint {path}" if path else f"model {getattr(cap, 'version', '?')}"
+
+
+def check_preprocessing(cap, size: int, resize: str) -> None:
+    """Prepare a blank picture the way every photo will be (``decode.to_model_input`` with the captioner's
+    ``image_size`` and ``resize``): a failure here is the checkpoint's (a bad ``resize`` field), not the
+    photos', so it stops the run (ModelError) before anything is recorded against them."""
+    from PIL import Image
+
+    from imgsearch.indexer.decode import DecodedPhoto, to_model_input
+
+    blank = DecodedPhoto(Image.new("RGB", (size + size // 2, size), (127, 127, 127)), size + size // 2, size, None)
+    try:
+        to_model_input(blank, size, resize)
+    except Exception as e:  # noqa: BLE001 - whatever the checkpoint's settings make it raise
+        raise ModelError(f"{model_name(cap)} cannot prepare photos ({_reason(e)}); nothing was recorded against "
+                         "the photos: fix or replace the checkpoint and index again") from None

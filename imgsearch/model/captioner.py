@@ -40,6 +40,7 @@ class Description:
     labels: bytes | None = None                # top ImageNet classes by their best grid cell, packed (model/labels.py)
     label_embedding: np.ndarray | None = None  # (384,) zero-shot label vector in MiniLM space (model/labels.py)
     region_tags: list[tuple[str, float]] = field(default_factory=list)   # tags read off the labels, minus ``tags``
+    visual_embedding: np.ndarray | None = None # (384,) what the photo looks like: pooled head channels (model/visual.py)
 
     @property
     def caption(self) -> str:
@@ -213,16 +214,18 @@ class Captioner:
         out = []
         for i in range(len(caps)):
             kw = keywords([c for c, _ in caps[i]] + [t for t, _ in tags[i]])
-            packed, vec, region = found[i]
+            packed, vec, region, visual = found[i]
             have = {t for t, _ in tags[i]}
             out.append(Description(caps[i], tags[i], kw, None if emb is None else emb[i],
                                    None if cells is None else cells[i], packed, vec,
-                                   [(t, sc) for t, sc in region if t not in have]))
+                                   [(t, sc) for t, sc in region if t not in have], visual))
         return out
 
-    def labels_from_grid(self, grid: torch.Tensor) -> list[tuple[bytes, np.ndarray, list[tuple[str, float]]]]:
-        """(B, 49, C) grid → per photo (packed top classes, label vector, region tags) (model/labels.py)."""
-        from . import labels
+    def labels_from_grid(self, grid: torch.Tensor) -> list[tuple[bytes, np.ndarray, list[tuple[str, float]],
+                                                                 np.ndarray]]:
+        """(B, 49, C) grid → per photo what its head channels say without the decoder: (packed top classes,
+        label vector, region tags) (model/labels.py) and its visual vector (model/visual.py)."""
+        from . import labels, visual
 
         if self._label_head is None:
             fc = self.encoder.net._fc
@@ -230,7 +233,8 @@ class Captioner:
         head = grid[..., :labels.HEAD_CHANNELS].float().cpu().numpy()          # (B, 49, 1280)
         ids, probs = labels.top_labels(labels.cell_probs(head, *self._label_head))
         vecs = labels.label_vectors(ids, probs)                                 # (B, 384)
-        return [(labels.pack(i, p), v, labels.region_tags(i, p)) for i, p, v in zip(ids, probs, vecs)]
+        looks = visual.visual_vectors(head)                                      # (B, 384)
+        return [(labels.pack(i, p), v, labels.region_tags(i, p), lk) for i, p, v, lk in zip(ids, probs, vecs, looks)]
 
     @torch.inference_mode()
     def embed_images(self, grid: torch.Tensor) -> np.ndarray:

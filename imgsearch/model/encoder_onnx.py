@@ -71,15 +71,15 @@ class OnnxImageEncoder:
     @classmethod
     def for_encoder(cls, encoder, cache_dir: str | Path | None = None, threads: int | None = None
                     ) -> "OnnxImageEncoder":
-        """The cached graph of ``encoder`` (exported first when missing or damaged; kept in memory only
-        when the cache cannot be written)."""
-        from imgsearch.artifacts import load_or_build, ort_session
+        """The cached graph of ``encoder`` (exported first when missing, damaged or not loadable; kept in
+        memory only when the cache cannot be written)."""
+        from imgsearch.artifacts import open_cached, ort_session
         from imgsearch.files import cache_dir as default_cache
 
         path = onnx_path(encoder, cache_dir if cache_dir is not None else default_cache())
-        model = load_or_build(path, lambda: export_onnx(encoder),
-                              lambda p: log.warning("cached ONNX encoder %s is damaged: exporting it again", p))
-        return cls(ort_session(model, int(threads or torch.get_num_threads())), encoder.spec)
+        n = int(threads or torch.get_num_threads())
+        return open_cached(path, lambda: export_onnx(encoder), lambda m: cls(ort_session(m, n), encoder.spec),
+                           "ONNX encoder")
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = np.ascontiguousarray(images.detach().cpu().float().numpy())   # NCHW

@@ -38,7 +38,9 @@ TOP = 20                       # classes kept per photo (and mixed into its labe
 # 0.340 at 0.9, 0.390 at 0.5 / top 5 (bench/region_tags.py, bench/short_queries.py, bench/results/labels_dev.md)
 REGION_THRESHOLD = 0.5
 REGION_TOP = 5
-LABELS_VERSION = "cellmax3"    # how labels, label vectors and region tags are made: a change re-labels every photo
+# How labels, label vectors, region tags and the visual vector (model/visual.py: read off the same head channels,
+# in the same pass) are made: a change re-labels every photo (decode + encoder, no re-captioning).
+LABELS_VERSION = "cellmax3+meanhead-rp1"
 HEAD_CHANNELS = 1280           # the grid's first channels: the classifier head's input, per cell
 _MAGIC = b"L1"
 

@@ -24,7 +24,9 @@ anyway: at index time) and cached as
     <cache>/models/scorer-<checkpoint version>-s<GRAPH_VERSION>.onnx  (+ .json: vocabulary; + .sha256)
 
 so a query needs neither torch nor the checkpoint; without the cache it falls back to torch once
-and writes it.
+and writes it. A cached graph that does not load (damaged, though its sidecar matches) is removed
+(:class:`ScorerLoadError`): a process with the captioner loaded exports it again, a query goes on
+without re-ranking (models.py).
 """
 from __future__ import annotations
 
@@ -37,9 +39,19 @@ from typing import Sequence
 
 import numpy as np
 
+from imgsearch.errors import ModelError
+
 GRAPH_VERSION = 2         # 2: per-token log-probabilities out (weighted in NumPy)
 CELLS_MAGIC = b"C1"
 log = logging.getLogger(__name__)
+
+
+class ScorerLoadError(ModelError):
+    """The cached query scorer verified but did not load; it has been removed (``path``)."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
 
 
 # ----------------------------------------------------------------------------- stored cells
@@ -253,8 +265,9 @@ class QueryScorer:
     @classmethod
     def load(cls, version: str, cache_dir: str | Path | None = None, threads: int | None = None
              ) -> "QueryScorer | None":
-        """The cached scorer of checkpoint ``version``, or None when there is none (or it is damaged)."""
-        from imgsearch.artifacts import ort_session, read_verified
+        """The cached scorer of checkpoint ``version``, or None when there is none (or it does not verify).
+        ScorerLoadError when it verifies but does not load: the file is removed first."""
+        from imgsearch.artifacts import discard, load_error, ort_session, read_verified
         from imgsearch.files import cache_dir as default_cache
 
         from .vocab import Vocab
@@ -270,11 +283,19 @@ class QueryScorer:
             log.warning("cached query scorer %s is damaged: ignoring it", path)
             return None
         # worker threads spin within a run (many small ops) but stop when it ends: the next query's MiniLM
-        # and BM25 need these cores (spinning on: scoring 9.5 ms but the next MiniLM 6 -> 10 ms; off: 12 ms)
-        sess = ort_session(path, max(1, int(threads or min(4, os.cpu_count() or 1))),
-                           config={"session.force_spinning_stop": "1"})
-        return cls(version, Vocab(list(info["vocab"])), int(info["max_len"]),
-                   lambda cells, tokens: sess.run(None, {"cells": cells, "tokens": tokens})[0])
+        # and BM25 need these cores (spinning on: scoring 9.5 ms but the next MiniLM 6 -> 10 ms; off: 12 ms).
+        # Half the cores (1 on 2), as MiniLM: concurrent web queries each score on their own thread (2 threads
+        # per run cost a third more CPU per query on a busy 2-core machine: bench/serve_load.py)
+        try:
+            sess = ort_session(path, max(1, int(threads or min(4, (os.cpu_count() or 2) // 2))),
+                               config={"session.force_spinning_stop": "1"})
+            vocab, max_len = Vocab(list(info["vocab"])), int(info["max_len"])
+        # broad: onnxruntime's own exception types for a bad graph; KeyError/TypeError for a bad .json
+        except Exception as e:  # noqa: BLE001
+            discard(path, ".json")
+            raise ScorerLoadError(f"cached query scorer {path} does not load ({load_error(e)}): removed it",
+                                  path) from None
+        return cls(version, vocab, max_len, lambda cells, tokens: sess.run(None, {"cells": cells, "tokens": tokens})[0])
 
     @classmethod
     def for_captioner(cls, captioner, cache_dir: str | Path | None = None) -> "QueryScorer | None":
@@ -285,7 +306,11 @@ class QueryScorer:
         from imgsearch.files import cache_dir as default_cache
 
         cache = Path(cache_dir if cache_dir is not None else default_cache())
-        got = cls.load(captioner.version, cache)
+        try:
+            got = cls.load(captioner.version, cache)
+        except ScorerLoadError as e:
+            log.warning("%s; exporting it again", e)
+            got = None
         if got is not None:
             return got
         try:

@@ -27,11 +27,15 @@ from imgsearch.text import EMBED_DIM
 log = logging.getLogger(__name__)
 
 BM25_CACHE_MIN = 50_000   # photos from which BM25 is answered from precomputed scores (FTS5 below)
+FAISS_FILES = {"caption": paths.captions_faiss_path, "image": paths.images_faiss_path,   # vector kind → its file
+               "labels": paths.labels_faiss_path, "visual": paths.visual_faiss_path}
 PATCH_MAX = 50_000        # more photos changed by one run than this: rebuild the FAISS file instead of patching it
 
 
 class VectorCache:
     """The FAISS index over one kind of stored vector ("caption" or "image"), cached in one file."""
+
+    read_from: Path | None = None    # a read-only library's own file: used when current (``path`` is in the user cache)
 
     def __init__(self, store, path: Path, kind: str, lock: threading.RLock):
         self.store, self.path, self.kind = store, Path(path), kind
@@ -39,7 +43,12 @@ class VectorCache:
         self._held = None            # (revision, VectorIndex)
 
     def get(self):
-        """The index at the store's current revision: the file if it matches, else rebuilt and saved."""
+        """The index at the store's current revision: the file if it matches, else rebuilt and saved.
+        Concurrent queries read the held index without the lock; only loading it takes the lock."""
+        rev = self.store.cache_key()
+        held = self._held
+        if held is not None and held[0] == rev:
+            return held[1]
         with self._lock:
             rev = self.store.cache_key()
             if self._held is not None and self._held[0] == rev:
@@ -61,6 +70,8 @@ class VectorCache:
     def _open(self, rev: str, index_type: str | None = None):
         """The file if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from the store —
         flat, or IVF-SQ8 for large libraries (dense.choose_index_type) — and saved."""
+        if self.read_from is not None and (own := _current_file(self.read_from, rev, index_type)) is not None:
+            return own
         counted: list[int] = []
 
         def count() -> int:   # counting a million rows costs about a second: only when a rebuild needs it, once
@@ -118,18 +129,26 @@ class BM25ScoreCache:
     """Precomputed BM25 scores (search/bm25_cache.BM25Cache) for libraries of BM25_CACHE_MIN photos or
     more; below that (or when the file is not at the store's revision) FTS5 answers."""
 
+    read_from: Path | None = None    # as VectorCache.read_from
+
     def __init__(self, store, path: Path, lock: threading.RLock):
         self.store, self.path = store, Path(path)
         self._lock = lock
         self._held = None            # (revision, BM25Cache or None)
 
     def get(self):
-        """The cache when its file is at the store's revision, else None."""
+        """The cache when its file is at the store's revision, else None (read without the lock when held)."""
+        rev = self.store.cache_key()
+        held = self._held
+        if held is not None and held[0] == rev:
+            return held[1]
         with self._lock:
             rev = self.store.cache_key()
             if self._held is not None and self._held[0] == rev:
                 return self._held[1]
-            cache = BM25Cache.open(self.path, rev) if self.path.exists() else None
+            cache = BM25Cache.open(self.read_from, rev) if self.read_from is not None and self.read_from.exists() else None
+            if cache is None:
+                cache = BM25Cache.open(self.path, rev) if self.path.exists() else None
             self._held = (rev, cache)
             return cache
 
@@ -168,20 +187,34 @@ class BM25ScoreCache:
             self._held = (rev, cache)
 
 
+def _current_file(path: Path, rev, index_type: str | None):
+    """The index saved at ``path`` if it is at ``rev`` (and of ``index_type``, when given), else None."""
+    try:
+        h = VectorIndex.read_header(path)
+        if h.get("revision") == rev and h.get("dim") == EMBED_DIM and index_type in (None, h.get("index_type")):
+            return VectorIndex.load(path)
+    except Exception:  # noqa: BLE001 - missing or damaged: the user cache's copy or a rebuild answers
+        pass
+    return None
+
+
 class SearchCaches:
     """The derived files of one library, each keyed by the library's id and the store's revision."""
 
     def __init__(self, store, db_path: Path):
         self._lock = threading.RLock()
-        self.vectors = {
-            "caption": VectorCache(store, paths.captions_faiss_path(db_path), "caption", self._lock),
-            "image": VectorCache(store, paths.images_faiss_path(db_path), "image", self._lock),
-            "labels": VectorCache(store, paths.labels_faiss_path(db_path), "labels", self._lock),
-        }
+        own = Path(db_path)
+        if getattr(store, "read_only", False):   # read-only library: its own files are read when current,
+            db_path = paths.user_cache_dir(own) / own.name   # what is built goes to its user cache folder
+        self.vectors = {kind: VectorCache(store, name(db_path), kind, self._lock) for kind, name in FAISS_FILES.items()}
         self.bm25 = BM25ScoreCache(store, paths.bm25_cache_path(db_path), self._lock)
+        if Path(db_path) != own:
+            for kind, name in FAISS_FILES.items():
+                self.vectors[kind].read_from = name(own)
+            self.bm25.read_from = paths.bm25_cache_path(own)
 
     def vector_index(self, kind: str):
-        """The FAISS index of ``kind`` ("caption" | "image") at the store's current revision."""
+        """The FAISS index of ``kind`` (store/vectors.KINDS) at the store's current revision."""
         return self.vectors[kind].get()
 
     def bm25_cache(self):

@@ -96,7 +96,7 @@ class VectorIndex:
         self.revision = revision
         self.path = Path(path) if path is not None else None
         self.nlist, self.nprobe, self.trained_on = int(nlist), int(nprobe), 0
-        self._lock = threading.RLock()
+        self._lock = _SharedLock()  # searches run side by side (FAISS reads are thread-safe); changes alone
         faiss = _faiss()
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)) if index_type == "flat" else self._new_ivf()
 
@@ -109,13 +109,13 @@ class VectorIndex:
 
     # ------------------------------------------------------------ size / membership
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock.shared():
             return int(self._index.ntotal)
 
     def ids(self) -> np.ndarray:
         """Photo ids in the index (unordered)."""
         faiss = _faiss()
-        with self._lock:
+        with self._lock.shared():
             if self.index_type == "ivfsq8":
                 inv = self._index.invlists
                 parts = [faiss.rev_swig_ptr(inv.get_ids(c), inv.list_size(c)).copy()
@@ -124,7 +124,7 @@ class VectorIndex:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def __contains__(self, photo_id: int) -> bool:
-        with self._lock:
+        with self._lock.shared():
             return bool(np.any(self.ids() == int(photo_id)))
 
     # ------------------------------------------------------------ mutation
@@ -140,7 +140,7 @@ class VectorIndex:
             _, last = np.unique(ids[::-1], return_index=True)
             keep = np.sort(len(ids) - 1 - last)
             ids, vecs = ids[keep], vecs[keep]
-        with self._lock:
+        with self._lock.exclusive():
             if self.index_type == "ivfsq8" and not self._index.is_trained:
                 self.train(vecs)
             if self._index.ntotal:
@@ -156,7 +156,7 @@ class VectorIndex:
         x = _as_vecs(sample, self.dim)
         if len(x) == 0:
             raise ValueError("cannot train an IVF index on no vectors")
-        with self._lock:
+        with self._lock.exclusive():
             if self._index.ntotal:
                 raise RuntimeError("the IVF index already holds vectors; build a new one to retrain")
             nlist = max(1, min(self.nlist, len(x) // 4 or 1))
@@ -172,7 +172,7 @@ class VectorIndex:
         ids = _as_ids(ids)
         if len(ids) == 0:
             return 0
-        with self._lock:
+        with self._lock.exclusive():
             if not self._index.ntotal:
                 return 0
             return int(self._index.remove_ids(_faiss().IDSelectorBatch(ids)))
@@ -189,7 +189,7 @@ class VectorIndex:
         single = q.ndim == 1
         q = _as_vecs(q, self.dim)
         k = int(k)
-        with self._lock, _omp_threads(1 if len(q) <= 4 else None):
+        with self._lock.shared(), _omp_threads(1 if len(q) <= 4 else None):
             allowed = None if allowed_ids is None else np.unique(_as_ids(list(allowed_ids)
                                                                        if not isinstance(allowed_ids, np.ndarray)
                                                                        else allowed_ids))
@@ -270,7 +270,7 @@ class VectorIndex:
             raise ValueError("no path to save the vector index to")
         if revision is not None:
             self.revision = revision
-        with self._lock:
+        with self._lock.shared():
             vector_file.write(path, self._index, {
                 "revision": self.revision, "count": len(self), "dim": self.dim, "index_type": self.index_type,
                 "nlist": self.nlist, "nprobe": self.nprobe, "trained_on": self.trained_on})
@@ -368,6 +368,43 @@ class VectorIndex:
         except OSError as e:
             log.warning("could not save vector index %s: %s", path, e)
         return idx
+
+
+class _SharedLock:
+    """Readers side by side, a writer alone: ``shared()`` for searches and reads (FAISS searches on one index
+    are safe from several threads at once), ``exclusive()`` for add / remove / train. Both nest within a
+    thread (a read inside a read or a write, a write inside a write)."""
+
+    def __init__(self):
+        self._write = threading.RLock()     # held by a writer; a new reader passes through it
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._local = threading.local()     # this thread's read depth
+
+    @contextlib.contextmanager
+    def shared(self):
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._write, self._cond:   # waits while a writer is inside
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        mine = 1 if getattr(self._local, "depth", 0) else 0
+        with self._write:
+            with self._cond:
+                while self._readers > mine:
+                    self._cond.wait()
+            yield
 
 
 @contextlib.contextmanager

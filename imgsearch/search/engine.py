@@ -52,6 +52,7 @@ class QueryEngine:
     def __init__(self, store, caches, models):
         self.store, self.caches, self.models = store, caches, models
         self._pool = None            # one worker thread for the parts of a query that can overlap
+        self._free = threading.BoundedSemaphore(1)   # that worker is idle (else a query does the part itself)
         self._lock = threading.Lock()
         self._calibrated: tuple[int, bool] | None = None    # (store revision, relevance.calibrated)
 
@@ -87,7 +88,7 @@ class QueryEngine:
         if mode == "hybrid":
             # BM25 needs no query vector: it runs on the other core while MiniLM and FAISS run here
             # (numpy, onnxruntime and FAISS release the GIL)
-            early = self._background().submit(self.bm25_search, text, n0, allowed)
+            early = self._overlap(self.bm25_search, text, n0, allowed)
         qvec = self.models.embedder().embed([text])[0] if mode != "bm25" else None
 
         def lists_for(n: int):
@@ -182,8 +183,8 @@ class QueryEngine:
         return self._collect(lists_for, int(k), weights)
 
     def photo_vectors(self, photo: str | os.PathLike | int) -> dict[str, np.ndarray]:
-        """{vector kind: vector} of an indexed photo (by id or path) — "caption" always, "image" and "labels"
-        when it has them — else computed now from the file."""
+        """{vector kind: vector} of an indexed photo (by id or path) — "caption" always, "image", "labels" and
+        "visual" when it has them — else computed now from the file."""
         key = photo if isinstance(photo, int) else os.path.abspath(os.fspath(photo))
         row = queries.stored_vectors(self.store, key)
         if row is not None and row["caption"] is not None:
@@ -202,7 +203,8 @@ class QueryEngine:
             raise UserError(f"cannot read {key}: {e}") from None
         d = cap.describe(image[None], beam=3, n_best=N_BEST)[0]
         vec = caption_vectors(self.models.embedder(), [[c for c, _ in d.captions]], [[t for t, _ in d.tags]])[0]
-        found = {"caption": vec, "image": d.image_embedding, "labels": d.label_embedding}
+        found = {"caption": vec, "image": d.image_embedding, "labels": d.label_embedding,
+                 "visual": getattr(d, "visual_embedding", None)}
         return {kind: np.asarray(v, dtype=np.float32) for kind, v in found.items() if v is not None}
 
     # ------------------------------------------------------------------ re-ranking
@@ -243,6 +245,19 @@ class QueryEngine:
         if not os.path.isdir(folder):
             raise UserError(f"no such folder: {folder}")
         return folder
+
+    def _overlap(self, fn, *args):
+        """``fn(*args)`` started on the background worker when it is idle (a Future); None when another
+        query holds it: the caller then does the work itself, so concurrent queries never queue for it."""
+        if not self._free.acquire(blocking=False):
+            return None
+        try:
+            fut = self._background().submit(fn, *args)
+        except BaseException:
+            self._free.release()
+            raise
+        fut.add_done_callback(lambda _f: self._free.release())
+        return fut
 
     def _background(self):
         with self._lock:

@@ -3,8 +3,11 @@
 File format (one file, replaced atomically: write tmp in the same folder, fsync, os.replace, fsync dir):
   b"IMGSVEC1" | uint32 little-endian header length | header JSON
     {"format": 1, "revision": ..., "count": live vectors, "dim": ..., "index_type": ..., "ntotal": ...,
-     "labels": false, "faiss_bytes": n}
-  | FAISS index (faiss.write_index stream). ("labels" was true for the HNSW type of format 1, since
+     "labels": false, "faiss_bytes": n, "crc32": CRC-32 of those n bytes}
+  | FAISS index (faiss.write_index stream). The CRC-32 (zlib, ~6 GB/s here: 0.2 s for the three files of a
+  1M-photo library) is checked as the index is read, so a file with garbled bytes inside — which FAISS would
+  read without complaint, answering with wrong vectors — is rebuilt instead of used. A file without it (written
+  before it was added) no longer loads and is rebuilt. ("labels" was true for the HNSW type of format 1, since
   removed: such a file no longer loads and is rebuilt.)
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
 from pathlib import Path
 
 from imgsearch.files import atomic_open
@@ -28,22 +32,30 @@ def write(path: str | os.PathLike, index, header: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def encode(faiss_bytes: int) -> bytes:
-        h = dict(header, format=FORMAT, ntotal=int(index.ntotal), labels=False, faiss_bytes=int(faiss_bytes))
+    def encode(faiss_bytes: int, crc: int) -> bytes:
+        h = dict(header, format=FORMAT, ntotal=int(index.ntotal), labels=False, faiss_bytes=int(faiss_bytes),
+                 crc32=int(crc))
         return json.dumps(h, sort_keys=True).encode()
 
     # The header is padded to a fixed size so it can be rewritten in place once the FAISS
-    # byte count is known (the index is streamed, not copied into memory first).
-    hlen = len(encode(0)) + 32
+    # byte count and checksum are known (the index is streamed, not copied into memory first).
+    hlen = len(encode(0, 0)) + 48
     with atomic_open(path) as f:
-        f.write(MAGIC + struct.pack("<I", hlen) + encode(0).ljust(hlen))
+        f.write(MAGIC + struct.pack("<I", hlen) + encode(0, 0).ljust(hlen))
         start = f.tell()
-        writer = faiss.PyCallbackIOWriter(f.write)
+        crc = 0
+
+        def write_chunk(b: bytes) -> int:
+            nonlocal crc
+            crc = zlib.crc32(b, crc)
+            return f.write(b)
+
+        writer = faiss.PyCallbackIOWriter(write_chunk)
         faiss.write_index(index, writer)
         del writer
         nbytes = f.tell() - start
         f.seek(len(MAGIC) + 4)
-        f.write(encode(nbytes).ljust(hlen))
+        f.write(encode(nbytes, crc).ljust(hlen))
     _fsync_dir(path.parent)
 
 
@@ -66,9 +78,21 @@ def read(path: str | os.PathLike):
         start = f.tell()
         if start + h["faiss_bytes"] != size:
             raise ValueError(f"{path}: truncated or padded ({size} bytes, expected {start + h['faiss_bytes']})")
-        reader = faiss.PyCallbackIOReader(f.read)
+        crc = 0
+
+        def read_chunk(n: int) -> bytes:
+            nonlocal crc
+            b = f.read(n)
+            crc = zlib.crc32(b, crc)
+            return b
+
+        reader = faiss.PyCallbackIOReader(read_chunk)
         index = faiss.read_index(reader)
         del reader
+        if f.tell() != size:
+            raise ValueError(f"{path}: {size - f.tell()} bytes after the index")
+    if crc != h["crc32"]:
+        raise ValueError(f"{path}: checksum mismatch (damaged)")
     return h, index
 
 
@@ -87,6 +111,8 @@ def _read_header(f, path: Path) -> dict:
         raise ValueError(f"{path}: format {h.get('format')!r}, this imgsearch reads {FORMAT}")
     if h.get("index_type") not in INDEX_TYPES:
         raise ValueError(f"{path}: unknown index type {h.get('index_type')!r}")
+    if not isinstance(h.get("crc32"), int):
+        raise ValueError(f"{path}: no checksum (written by an older imgsearch)")
     return h
 
 

@@ -24,12 +24,16 @@ Errors are JSON ``{"detail": "one clear sentence"}``, with the status of the err
 (:class:`BadRequest`, a UserError), 404 for anything that is not a photo of the library (photos are
 addressed by integer id only; the body never says why), 503 when a model or the library file cannot
 be used.
+Searches run side by side (at most :data:`QUERY_SLOTS` inside the query engine at once, so that the model
+threads of concurrent queries do not oversubscribe the cores); thumbnails and full photos are made on a
+pool of their own (:data:`FILE_WORKERS` threads), so a query never waits for a thumbnail, however big the photo.
 Every response carries a Content-Security-Policy (``default-src 'self'``) and ``nosniff``; requests
 whose Host header is not a loopback name are refused (DNS-rebinding guard) unless the server was
 started for other hosts.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -38,6 +42,7 @@ import threading
 import time
 import unicodedata
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from fastapi import FastAPI, Query, Request
@@ -58,6 +63,9 @@ MAX_FOLDER_CHARS = 4096
 DEFAULT_K = 24
 MAX_K = 200
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_CORES = os.cpu_count() or 1
+QUERY_SLOTS = max(2, min(8, 2 * _CORES))   # searches inside the engine at once (more wait for a slot)
+FILE_WORKERS = max(2, min(4, _CORES))      # threads making thumbnails / converting photos (not the queries')
 # the page's names for the modes: "dense" is the query against the caption embeddings, "image" against the photo ones
 MODE_LABELS = {"hybrid": "hybrid", "bm25": "keywords (BM25)", "dense": "dense (caption embeddings)",
                "image": "image (photo embeddings)", "labels": "labels (ImageNet classes)"}
@@ -223,12 +231,18 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
 
     owns = not isinstance(library, Library)
     lib = Library(library, create=False) if owns else library
-    lock = threading.Lock()  # one query at a time: the library's caches are built lazily
+    query_slots = threading.BoundedSemaphore(QUERY_SLOTS)  # concurrent queries (caches load once, under their lock)
+    files: list[ThreadPoolExecutor] = []    # the files pool, made on first use, shut down with the app
+    files_lock = threading.Lock()
     modes = supported_modes(lib)
     default_mode = "hybrid" if "hybrid" in modes else modes[0]
     from imgsearch.paths import thumbs_dir as _thumbs_dir
 
     thumbs_dir = _thumbs_dir(lib.path)  # <library dir>/thumbs
+    from imgsearch.paths import user_cache_dir as _user_cache_dir
+
+    # a read-only library: its own thumbnails are served, new ones are cached in its user cache folder
+    thumbs_write = _user_cache_dir(lib.path) / "thumbs" if getattr(lib, "read_only", False) else None
     if warm_up:
         warm(lib)
 
@@ -237,6 +251,10 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
         try:
             yield
         finally:
+            with files_lock:
+                pools = [files.pop() for _ in list(files)]
+            for pool in pools:
+                pool.shutdown(wait=False, cancel_futures=True)
             if owns:
                 lib.close()
 
@@ -261,6 +279,21 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
         if exc.http_status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
         return _error(exc.http_status, str(exc) or type(exc).__name__)
+
+    def _storage(_request, exc: Exception):
+        """A failure of the disk or the database file (damaged page, disk full): the one-line StoreError."""
+        from imgsearch.errors import StoreError, storage_error
+
+        mapped = storage_error(exc) or StoreError(f"the library database failed: {type(exc).__name__}")
+        log.warning("%s: %s", type(exc).__name__, exc)
+        return _error(mapped.http_status, str(mapped))
+
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    app.add_exception_handler(DBAPIError, _storage)
+    app.add_exception_handler(sqlite3.Error, _storage)
 
     @app.exception_handler(404)
     async def _404(_request, _exc):
@@ -297,7 +330,7 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
         folder = clean_folder(lib, folder)
         if like is not None and like.strip():
             pid = thumbs.parse_id(like.strip())
-            with lock:
+            with query_slots:
                 t0 = time.perf_counter()
                 hits = details.similar(lib, pid, k=k, folder=folder)
                 took = (time.perf_counter() - t0) * 1000
@@ -309,7 +342,7 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
             mode = (mode or default_mode).strip()
             if mode not in modes:
                 raise BadRequest(f"unsupported mode {mode[:40]!r}: this library supports {', '.join(modes)}")
-            with lock:
+            with query_slots:
                 t0 = time.perf_counter()
                 hits = lib.query(text, k=k, mode=mode, in_folder=folder, rerank=rerank, min_score=min_score)
                 took = (time.perf_counter() - t0) * 1000
@@ -342,19 +375,33 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
         return JSONResponse({"folders": fs, "truncated": truncated}, headers={"cache-control": API_CACHE})
 
     # ------------------------------------------------------------------ files
+    # made on the files pool, never on the threads the queries run on
     def _checked(photo_id: str) -> thumbs.PhotoFile:
         return thumbs.locate(lib.store, thumbs.parse_id(photo_id))
 
+    async def _on_files_pool(fn, *args):
+        with files_lock:
+            if not files:
+                files.append(ThreadPoolExecutor(max_workers=FILE_WORKERS, thread_name_prefix="imgsearch-files"))
+            pool = files[0]
+        return await asyncio.wrap_future(pool.submit(fn, *args))
+
     @app.get("/thumb/{photo_id}")
-    def thumb(photo_id: str, request: Request):
+    async def thumb(photo_id: str, request: Request):
+        return await _on_files_pool(_thumb, photo_id, request)
+
+    @app.get("/photo/{photo_id}")
+    async def photo(photo_id: str, request: Request):
+        return await _on_files_pool(_photo, photo_id, request)
+
+    def _thumb(photo_id: str, request: Request):
         pf = _checked(photo_id)
         headers = {"etag": pf.thumb_etag, "cache-control": THUMB_CACHE}
         if _etag_matches(request, pf.thumb_etag):
             return Response(status_code=304, headers=headers)
-        return Response(thumbs.thumbnail(pf, thumbs_dir), media_type="image/jpeg", headers=headers)
+        return Response(thumbs.thumbnail(pf, thumbs_dir, thumbs_write), media_type="image/jpeg", headers=headers)
 
-    @app.get("/photo/{photo_id}")
-    def photo(photo_id: str, request: Request):
+    def _photo(photo_id: str, request: Request):
         pf = _checked(photo_id)
         headers = {"etag": pf.etag, "cache-control": PHOTO_CACHE}
         if _etag_matches(request, pf.etag):

@@ -14,7 +14,8 @@ Safety rules (every one is tested in tests/test_serve_api.py):
 
 Thumbnails: Pillow, JPEG draft mode, ``ImageOps.exif_transpose``, longest side :data:`THUMB_SIZE`,
 cached as ``<library dir>/thumbs/<content_hash>.jpg`` (keyed by content, so a moved or renamed photo
-keeps its thumbnail), written atomically (:func:`imgsearch.files.atomic_write`). A photo whose file
+keeps its thumbnail; a read-only library's new ones go to its folder in the user cache,
+``paths.user_cache_dir``), written atomically (:func:`imgsearch.files.atomic_write`). A photo whose file
 changed since it was indexed gets a fresh, uncached thumbnail (its stored hash is stale).
 
 Every refusal is :class:`NotServable` (a :class:`imgsearch.errors.NotFoundError`): the client gets a
@@ -199,14 +200,17 @@ def web_image(pf: PhotoFile) -> tuple[str, bytes | None]:
             raise NotServable(f"photo {pf.id}: cannot convert {fmt} ({type(e).__name__}: {e})") from None
 
 
-def thumbnail(pf: PhotoFile, thumbs_dir: str | os.PathLike) -> bytes:
-    """The thumbnail's JPEG bytes, from the cache or made now (and cached when the hash is valid)."""
+def thumbnail(pf: PhotoFile, thumbs_dir: str | os.PathLike, write_dir: str | os.PathLike | None = None) -> bytes:
+    """The thumbnail's JPEG bytes, from the cache or made now (and cached when the hash is valid).
+    ``write_dir``: where new thumbnails are cached when ``thumbs_dir`` cannot be written (a read-only
+    library: its own thumbnails are still used); looked in too."""
     key = pf.cache_key
-    cached = Path(thumbs_dir) / f"{key}.jpg" if key else None
-    if cached is not None:
+    dirs = [Path(thumbs_dir)] + ([Path(write_dir)] if write_dir is not None else [])
+    cached = dirs[-1] / f"{key}.jpg" if key else None
+    for d in dirs if key else ():
         try:
-            data = cached.read_bytes()
-            if data:
+            data = (d / f"{key}.jpg").read_bytes()
+            if data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9":   # a whole JPEG (else made again)
                 return data
         except OSError:
             pass
@@ -217,7 +221,7 @@ def thumbnail(pf: PhotoFile, thumbs_dir: str | os.PathLike) -> bytes:
             raise NotServable(f"photo {pf.id}: cannot make a thumbnail ({type(e).__name__}: {e})") from None
     if cached is not None:
         try:
-            atomic_write(cached, data, durable=False)   # a cache: made again if lost
+            atomic_write(cached, data, durable=False, clean=False)   # a cache: made again if lost
         except OSError:  # an unwritable library folder: the thumbnail is served, just not cached
             pass
     return data

@@ -7,14 +7,23 @@
   and we emit ``BEGIN`` ourselves, so DDL in migrations is transactional too and a
   write batch can take the write lock up front (``BEGIN IMMEDIATE``).
 * :func:`open_store` applies the Alembic migrations shipped inside the package
-  (``upgrade head``) when the file is behind, and refuses files that are not libraries.
+  (``upgrade head``) when the file is behind, and refuses files that are not libraries. imgsearch never
+  leaves a 0-byte ``library.db`` (a new library is built under a temporary name and linked into place),
+  so an empty one is no library: refused by searches, replaced by a new library (with a warning) when
+  ``create``. Two processes upgrading the same library take turns (``BEGIN IMMEDIATE``).
+* A read-only library (its folder or file cannot be written, or ``read_only=True``) is opened with
+  SQLite's ``mode=ro`` — or ``immutable=1`` when even that cannot open it (a WAL library without its
+  ``-shm`` file on a read-only medium) — and every write is refused with :class:`ReadOnlyError`.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import secrets
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,9 +32,13 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgsearch.errors import StoreError
+from imgsearch import paths as _paths
+from imgsearch.errors import ReadOnlyError, StoreError, storage_error
+from imgsearch.files import lock_temp, remove_stale_temps
 
 from .models import Meta
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -33,11 +46,17 @@ REVISION_KEY = "revision"
 LIBRARY_ID_KEY = "library_id"    # a random hex id given at creation (migration 0006)
 
 
-def make_engine(path: str | os.PathLike) -> Engine:
+def make_engine(path: str | os.PathLike, *, read_only: bool = False, immutable: bool = False) -> Engine:
+    """An engine on the SQLite file ``path``; ``read_only``: opened with ``mode=ro`` (``immutable``: also
+    ``immutable=1``, no locks and no ``-shm`` file: only for a file nobody can write)."""
     path = Path(path)
+    kw: dict = {}
+    if read_only or immutable:
+        uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro" + ("&immutable=1" if immutable else "")
+        kw["creator"] = lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     engine = create_engine(
         f"sqlite:///{path}",
-        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **kw,
     )
 
     @event.listens_for(engine, "connect")
@@ -47,8 +66,11 @@ def make_engine(path: str | os.PathLike) -> Engine:
         try:
             cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys = ON")
-            cur.execute("PRAGMA journal_mode = WAL").fetchone()   # stays as it is on a read-only medium
-            cur.execute("PRAGMA synchronous = NORMAL")
+            if read_only or immutable:
+                cur.execute("PRAGMA query_only = ON")
+            else:
+                cur.execute("PRAGMA journal_mode = WAL").fetchone()
+                cur.execute("PRAGMA synchronous = NORMAL")
         finally:
             cur.close()
 
@@ -105,10 +127,14 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def migrate(engine: Engine, target: str = "head") -> None:
-    """Run ``alembic upgrade <target>`` on this engine, in one transaction."""
+    """Run ``alembic upgrade <target>`` on this engine, in one transaction that takes the write lock first
+    (``BEGIN IMMEDIATE``): a second process upgrading the same library waits for the first (busy_timeout)
+    and then finds, inside its own transaction, nothing left to do — instead of failing with "database is
+    locked" when its read snapshot could not become a write."""
     from alembic import command
 
-    with engine.connect() as conn:
+    with engine.execution_options(sqlite_immediate=True).connect() as conn:
+        conn.begin()
         command.upgrade(alembic_config(conn), target)
         if conn.in_transaction():
             conn.commit()
@@ -151,6 +177,7 @@ def set_meta(session_or_conn, key: str, value: str) -> None:
 class Store:
     path: Path
     engine: Engine
+    read_only: bool = False     # opened read-only: searching only, every write() raises ReadOnlyError
 
     def __post_init__(self):
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -163,6 +190,8 @@ class Store:
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error."""
+        if self.read_only:
+            raise ReadOnlyError(f"read-only library: searching only ({self.path})")
         with self._writer() as s, s.begin():
             yield s
 
@@ -203,22 +232,44 @@ def _orig(e: Exception) -> str:
     return str(getattr(e, "orig", None) or e).strip()
 
 
-def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = True) -> Store:
-    """Open (and create / migrate to head) the library database at ``path``."""
+def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = True,
+               read_only: bool | None = None) -> Store:
+    """Open (and create / migrate to head) the library database at ``path``.
+
+    ``read_only``: None decides by itself (:func:`imgsearch.paths.is_read_only`: ``$IMGSEARCH_READ_ONLY``,
+    or the file or its folder cannot be written); True opens it read-only whatever the permissions say
+    (tests, and root, for whom a chmod'ed folder is still writable)."""
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a library database")
+    if read_only is None:
+        read_only = _paths.is_read_only(path)
     if not path.exists():
+        if read_only:
+            raise StoreError(f"no library at {path} (opened read-only: nothing can be created there)")
         if not create:
             raise StoreError(f"no library at {path} (run `imgsearch index FOLDER` first)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the library folder {path.parent}: {e.strerror or e}") from None
+        if not _paths.folder_writable(path.parent):
+            raise StoreError(f"cannot create a library in {path.parent}: the folder is read-only")
+        _create(path)
     elif not os.access(path, os.R_OK):
         raise StoreError(f"cannot read the library {path}: permission denied")
+    elif path.is_file() and path.stat().st_size == 0:
+        # imgsearch never leaves an empty file (a new library is linked into place whole): it was truncated,
+        # copied badly or made by another program. Nothing in it to lose, nothing to search.
+        if read_only or not create:
+            raise StoreError(f"{path} is empty (0 bytes), not a library: restore it from a backup, or run "
+                             "`imgsearch index FOLDER` to start a new library there")
+        log.warning("%s was empty (0 bytes), not a library: started a new library there", path)
+        _create(path)
+    if not read_only:
+        remove_stale_temps(path.parent, path.name)   # what killed writes (cache saves, a creation) left
 
-    engine = make_engine(path)
+    engine = _read_only_engine(path) if read_only else make_engine(path)
     try:
         fast_head = head_from_files()
         if fast_head is not None and path.is_file() and path.stat().st_size > 0:
@@ -226,7 +277,7 @@ def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = 
                 with engine.connect() as conn:
                     row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
                 if row is not None and row[0] == fast_head:
-                    return Store(path=path, engine=engine)  # up to date: no Alembic import
+                    return Store(path=path, engine=engine, read_only=read_only)  # up to date: no Alembic import
             except (OperationalError, DatabaseError):
                 pass  # not a library / no table yet: the full checks below say which
         _check_is_library(engine, path)
@@ -240,6 +291,9 @@ def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = 
                 raise StoreError(
                     f"{path} was written by a newer imgsearch (schema {current}); upgrade imgsearch to open it"
                 )
+            if read_only:
+                raise ReadOnlyError(f"{path} needs a schema upgrade ({current} → {head}) and is read-only: open "
+                                    "it once where it can be written")
             if not upgrade:
                 raise StoreError(f"{path} needs a schema upgrade ({current} → {head})")
             migrate(engine, "head")
@@ -248,5 +302,64 @@ def open_store(path: str | os.PathLike, *, create: bool = True, upgrade: bool = 
         raise
     except (OperationalError, DatabaseError, sqlite3.Error) as e:
         engine.dispose()
+        mapped = storage_error(e, path)
+        if mapped is not None and "unable to open" not in str(mapped):
+            raise mapped from None
         raise StoreError(f"cannot open the library {path}: {_orig(e)}") from None
-    return Store(path=path, engine=engine)
+    return Store(path=path, engine=engine, read_only=read_only)
+
+
+def _read_only_engine(path: Path) -> Engine:
+    """A read-only engine on ``path``: ``mode=ro``; ``immutable=1`` when that cannot open it — a WAL
+    library without its ``-shm`` file in a folder nobody can write (SQLite cannot make the file)."""
+    engine = make_engine(path, read_only=True)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").first()
+        return engine
+    except (OperationalError, DatabaseError):
+        engine.dispose()
+    if _paths.folder_writable(path.parent) and not _paths.read_only_requested():
+        return make_engine(path, read_only=True)    # the error was not the medium's: the checks say what
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        log.warning("%s: its last writes (%s) cannot be read on a read-only medium without %s-shm",
+                    path, wal.name, path.name)
+    return make_engine(path, immutable=True)
+
+
+def _create(path: Path) -> None:
+    """Make a new, migrated library at ``path`` atomically: built under a temporary name beside it, then
+    linked into place, so that a killed or failed creation never leaves a half-made (or 0-byte) library.db.
+    If another process made the library meanwhile, theirs is kept."""
+    tmp = path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise StoreError(f"cannot create the library {path}: {e.strerror or e}") from None
+    try:
+        lock_temp(fd)                 # marks it as being written (files.remove_stale_temps)
+        engine = make_engine(tmp)
+        try:
+            migrate(engine, "head")
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (OperationalError, DatabaseError, sqlite3.Error) as e:
+            raise storage_error(e, path) or StoreError(f"cannot create the library {path}: {_orig(e)}") from None
+        finally:
+            engine.dispose()
+        try:
+            os.link(tmp, path)        # fails if the library appeared meanwhile: theirs is used
+        except FileExistsError:
+            if path.stat().st_size == 0:   # an empty file (see open_store), not a library: ours replaces it
+                os.replace(tmp, path)
+        except OSError:               # no hard links on this file system (FAT, some shares)
+            if not path.exists():
+                os.replace(tmp, path)
+    except OSError as e:
+        raise storage_error(e, path) or StoreError(f"cannot create the library {path}: {e.strerror or e}") from None
+    finally:
+        for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        os.close(fd)

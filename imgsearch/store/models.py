@@ -51,6 +51,7 @@ class Photo(Base):
     labels: Mapped[Optional[bytes]] = mapped_column(LargeBinary)                # top classes, packed (rev 0005)
     label_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[EMBED_DIM] (rev 0005)
     labels_version: Mapped[Optional[str]] = mapped_column(String(64))           # model/labels.LABELS_VERSION
+    visual_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)      # float32[EMBED_DIM] (rev 0007)
 
     captions: Mapped[list["Caption"]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", passive_deletes=True, order_by="Caption.rank"

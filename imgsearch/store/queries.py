@@ -47,14 +47,15 @@ def cells(store, ids, version: str) -> dict[int, bytes]:
 
 
 def stored_vectors(store, photo: int | str) -> dict[str, bytes | None] | None:
-    """{vector kind: blob} ("caption", "image", "labels") of a good photo by id or absolute path; None if not
-    indexed."""
+    """{vector kind: blob} ("caption", "image", "labels", "visual") of a good photo by id or absolute path;
+    None if not indexed."""
     with store.session() as s:
-        q = select(Photo.caption_embedding, Photo.image_embedding, Photo.label_embedding).where(Photo.error.is_(None))
+        q = select(Photo.caption_embedding, Photo.image_embedding, Photo.label_embedding,
+                   Photo.visual_embedding).where(Photo.error.is_(None))
         q = q.where(Photo.id == photo) if isinstance(photo, int) else q.where(Photo.path == photo)
         row = s.execute(q).first()
     return None if row is None else {"caption": row.caption_embedding, "image": row.image_embedding,
-                                     "labels": row.label_embedding}
+                                     "labels": row.label_embedding, "visual": row.visual_embedding}
 
 
 def hit_rows(session, ids) -> dict[int, tuple[str, str | None]]:
@@ -125,15 +126,62 @@ def failed_files(store) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------- what indexing reads
 
 def photos_under(session, roots: list[str]) -> dict:
-    """{path: row (id, path, size, mtime_ns, error, model_version, caption, labels_version)} of the photos
-    under ``roots``."""
+    """{path: row (id, path, size, mtime_ns, error, model_version, caption, labels_version, content_hash)} of
+    the photos under ``roots``."""
     rows = {}
     # roots in chunks: `imgsearch index *.jpg` passes thousands of them, more than one SQL expression may hold
     for i in range(0, len(roots), 200):
         q = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.error, Photo.model_version,
-                   Photo.caption, Photo.labels_version).where(or_(*[under_clause(Photo.path, r) for r in roots[i:i + 200]]))
+                   Photo.caption, Photo.labels_version, Photo.content_hash).where(or_(*[under_clause(Photo.path, r) for r in roots[i:i + 200]]))
         rows.update({r.path: r for r in session.execute(q)})
     return rows
+
+
+def photo_files(session, folders: list[str] | None = None):
+    """Rows (id, path, folder, error, content_hash) of every photo and failed-file record at or below one of
+    ``folders`` (resolved paths), or of all of them (``None``), by path; streamed."""
+    q = select(Photo.id, Photo.path, Photo.folder, Photo.error, Photo.content_hash).order_by(Photo.path)
+    if folders is not None:
+        if not folders:
+            return
+        q = q.where(or_(*[under_clause(Photo.path, f) for f in folders]))
+    yield from session.execute(q.execution_options(yield_per=5000))
+
+
+def hashes_in_use(session, hashes) -> set[str]:
+    """The content hashes among ``hashes`` that some stored photo still has."""
+    hashes = sorted(set(hashes))
+    used: set[str] = set()
+    for i in range(0, len(hashes), 500):
+        used.update(session.execute(select(Photo.content_hash).where(
+            Photo.content_hash.in_(hashes[i:i + 500]))).scalars())
+    return used
+
+
+def indexed_roots(store) -> list[str]:
+    """Every root an index run was started on (index_runs.roots), oldest first, each once."""
+    import json
+
+    seen: dict[str, None] = {}
+    with store.session() as s:
+        for (raw,) in s.execute(select(IndexRun.roots).group_by(IndexRun.roots).order_by(func.min(IndexRun.id))):
+            try:
+                roots = json.loads(raw)
+            except (TypeError, ValueError):
+                continue
+            for r in roots if isinstance(roots, list) else ():
+                if isinstance(r, str):
+                    seen.setdefault(r)
+    return list(seen)
+
+
+def counts_under(store, folder: str) -> tuple[int, int]:
+    """(good photos, failed files) at or below ``folder``."""
+    with store.session() as s:
+        good, failed = s.execute(select(
+            func.count().filter(Photo.error.is_(None)), func.count().filter(Photo.error.is_not(None)))
+            .where(under_clause(Photo.path, folder))).one()
+    return int(good or 0), int(failed or 0)
 
 
 def photos_by_hash(session, hashes) -> dict[str, list]:

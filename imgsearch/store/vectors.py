@@ -1,7 +1,7 @@
 """The stored embeddings, read in bulk for the FAISS caches (straight SQL: a million rows).
 
-``kind`` is a vector kind: "caption" (the caption vector), "image" (the photo embedding) or "labels" (the
-zero-shot label vector, model/labels.py).
+``kind`` is a vector kind: "caption" (the caption vector), "image" (the photo embedding), "labels" (the
+zero-shot label vector, model/labels.py) or "visual" (what the photo looks like, model/visual.py: --like only).
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from sqlalchemy import bindparam, text
 
 from imgsearch.text import EMBED_DIM
 
-KINDS = ("caption", "image", "labels")
-_COLUMN = {"caption": "caption_embedding", "image": "image_embedding", "labels": "label_embedding"}
+KINDS = ("caption", "image", "labels", "visual")
+_COLUMN = {"caption": "caption_embedding", "image": "image_embedding", "labels": "label_embedding",
+           "visual": "visual_embedding"}
 
 
 def _column(kind: str) -> str:

@@ -45,12 +45,14 @@ class Labels:
     embedding: bytes                     # float32 label vector
     region_tags: list[tuple[str, float]] # tags read off the top classes, minus the photo-level tags
     version: str                         # model/labels.LABELS_VERSION
+    visual: bytes | None = None          # float32 visual vector, read off the same head channels (model/visual.py)
 
     def columns(self) -> dict:
-        return {"labels": self.packed, "label_embedding": self.embedding, "labels_version": self.version}
+        return {"labels": self.packed, "label_embedding": self.embedding, "labels_version": self.version,
+                "visual_embedding": self.visual}
 
 
-NO_LABELS = {"labels": None, "label_embedding": None, "labels_version": None}
+NO_LABELS = {"labels": None, "label_embedding": None, "labels_version": None, "visual_embedding": None}
 
 
 def now() -> datetime:
@@ -178,7 +180,7 @@ def write_description(s, photo_id: int, d: Description, version: str | None, at:
 def copy_description(s, src: int, dst: int, at: datetime) -> Document:
     """Give photo ``dst`` the description of photo ``src`` (same content); returns its BM25 document."""
     row = s.execute(select(Photo.caption, Photo.model_version, Photo.caption_embedding, Photo.image_embedding,
-                           Photo.labels, Photo.label_embedding, Photo.labels_version)
+                           Photo.labels, Photo.label_embedding, Photo.labels_version, Photo.visual_embedding)
                     .where(Photo.id == src)).one()
     captions = [(c.rank, c.text, c.score) for c in s.execute(select(Caption).where(Caption.photo_id == src)).scalars()]
     tags = [(t.kind, t.term, t.score) for t in s.execute(
@@ -189,14 +191,16 @@ def copy_description(s, src: int, dst: int, at: datetime) -> Document:
         caption=row.caption, model_version=row.model_version, error=None, indexed_at=at,
         caption_embedding=row.caption_embedding, image_embedding=row.image_embedding,
         labels=row.labels, label_embedding=row.label_embedding, labels_version=row.labels_version,
+        visual_embedding=row.visual_embedding,
     ))
     set_cells(s, dst, cells)
     return _document(dst, captions, tags)
 
 
-def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime) -> bool:
-    """Record that ``path`` could not be indexed; False when the file has vanished since the scan
-    (then it is simply gone: its row, if any, is deleted)."""
+def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime, version: str | None = None) -> bool:
+    """Record that ``path`` could not be indexed under model ``version`` (kept in ``model_version``: the plan
+    retries the file when the version changes); False when the file has vanished since the scan (then it
+    is simply gone: its row, if any, is deleted)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -206,7 +210,7 @@ def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime)
     except OSError:
         st = None
     vals = dict(size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0, error=reason, caption=None,
-                model_version=None, caption_embedding=None, image_embedding=None, indexed_at=at, width=None,
+                model_version=version, caption_embedding=None, image_embedding=None, indexed_at=at, width=None,
                 height=None, taken_at=None, **NO_LABELS)
     if photo_id is not None:
         replace_terms(s, photo_id, (), ())

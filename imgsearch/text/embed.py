@@ -65,9 +65,9 @@ def _load(model_dir: Path, backend: str, verify: bool, cache_dir: Path | None, t
         if backend == "auto":
             chosen = "onnxruntime" if _have("onnxruntime") and _have("onnx") else "numpy"
         if chosen == "onnxruntime":
-            from .minilm_onnx import OrtForward, onnx_model
+            from .minilm_onnx import ort_forward
 
-            forward = OrtForward(onnx_model(model_dir, cfg, cache_dir), threads)
+            forward = ort_forward(model_dir, cfg, cache_dir, threads)
         else:
             forward = Weights(model_dir, cfg).forward
         loaded = _Loaded(load_tokenizer(model_dir, cfg.max_tokens), forward, chosen, cfg)

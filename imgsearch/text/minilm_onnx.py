@@ -136,11 +136,23 @@ class OrtForward:
                                              "attention_mask": mask.astype(np.int64)})[0]
 
 
+def onnx_path(cache_dir: Path) -> Path:
+    return Path(cache_dir) / "models" / f"all-minilm-l6-v2-{MODEL_SHA256[:16]}-g{GRAPH_VERSION}.onnx"
+
+
 def onnx_model(model_dir: Path, cfg: Config, cache_dir: Path | None) -> bytes | Path:
     """Path of a verified cached ONNX file, or freshly built bytes (written to the cache when possible)."""
     from imgsearch.artifacts import load_or_build
 
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / "models" / f"all-minilm-l6-v2-{MODEL_SHA256[:16]}-g{GRAPH_VERSION}.onnx"
+    path = onnx_path(cache_dir) if cache_dir is not None else None
     return load_or_build(path, lambda: build_onnx(Weights(model_dir, cfg)))
+
+
+def ort_forward(model_dir: Path, cfg: Config, cache_dir: Path | None, threads: int) -> OrtForward:
+    """OrtForward over the cached graph; a cached file that does not load (damaged, though its sidecar
+    matches) is built again from the weights (no torch needed), so a bad cache never stops a query or a run."""
+    from imgsearch.artifacts import open_cached
+
+    path = onnx_path(cache_dir) if cache_dir is not None else None
+    return open_cached(path, lambda: build_onnx(Weights(model_dir, cfg)), lambda m: OrtForward(m, threads),
+                       "MiniLM graph")
