@@ -13,11 +13,14 @@ interface:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
+from typing import Callable
 
 from imgsearch import paths
+from imgsearch.indexer.lock import index_running
 from imgsearch.search import bm25
 from imgsearch.search.bm25_cache import BM25Cache
 from imgsearch.search.dense import VectorIndex, choose_index_type
@@ -37,18 +40,44 @@ class VectorCache:
 
     read_from: Path | None = None    # a read-only library's own file: used when current (``path`` is in the user cache)
 
-    def __init__(self, store, path: Path, kind: str, lock: threading.RLock):
+    def __init__(self, store, path: Path, kind: str, lock: threading.RLock,
+                 indexing: Callable[[], bool] = lambda: False):
         self.store, self.path, self.kind = store, Path(path), kind
         self._lock = lock
+        self._indexing = indexing    # whether an index run (another process) is writing the library now
         self._held = None            # (revision, VectorIndex)
 
     def get(self):
         """The index at the store's current revision: the file if it matches, else rebuilt and saved.
-        Concurrent queries read the held index without the lock; only loading it takes the lock."""
+        Concurrent queries read the held index without the lock; only loading it takes the lock.
+
+        While an index run is writing the library, its batches move the revision on every few seconds, and
+        rebuilding from SQLite each time would make every query wait (20 s at 1M photos). So meanwhile a
+        query answers from the index it holds (or the file, which the run brings up to date when it ends) as
+        long as it is this library's: the photos the run adds are found once it finishes; photos it removes
+        are never shown (hits are read from SQLite)."""
         rev = self.store.cache_key()
         held = self._held
         if held is not None and held[0] == rev:
             return held[1]
+        if _same_library(held[0] if held else None, rev) and self._indexing():
+            return held[1]
+        if held is None and self._indexing() and (vi := self._this_librarys_file(rev)) is not None:
+            self._held = (vi.revision, vi)
+            return vi
+        return self._current()
+
+    def _this_librarys_file(self, rev: str):
+        """The saved index if it is this library's (at any revision), else None."""
+        try:
+            if not _same_library(VectorIndex.read_header(self.path).get("revision"), rev):
+                return None
+            return VectorIndex.load(self.path)
+        except Exception:  # noqa: BLE001 - missing or damaged: the caller rebuilds
+            return None
+
+    def _current(self):
+        """The index at the store's current revision, loaded or rebuilt under the lock."""
         with self._lock:
             rev = self.store.cache_key()
             if self._held is not None and self._held[0] == rev:
@@ -65,7 +94,7 @@ class VectorCache:
         with self._lock:
             self._held = None
             self.path.unlink(missing_ok=True)
-            return self.get()
+            return self._current()
 
     def _open(self, rev: str, index_type: str | None = None):
         """The file if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from the store —
@@ -101,7 +130,7 @@ class VectorCache:
                 except Exception:  # noqa: BLE001 - a damaged file of any kind is rebuilt below
                     vi = None
             if vi is None or vi.dim != EMBED_DIM:
-                self.get()  # current already, or rebuilt from the store
+                self._current()  # current already, or rebuilt from the store
                 return
             ids = sorted(touched)
             vi.remove(ids)
@@ -123,6 +152,11 @@ class VectorCache:
                 except OSError:  # read-only folder: the in-memory index is still right
                     vi.revision = rev
             self._held = (rev, vi)
+
+
+def _same_library(key: object, current: str) -> bool:
+    """Whether a cache key (store.cache_key: "<library id>@<revision>") names the library of ``current``."""
+    return isinstance(key, str) and key.split("@", 1)[0] == current.split("@", 1)[0]
 
 
 class BM25ScoreCache:
@@ -206,7 +240,9 @@ class SearchCaches:
         own = Path(db_path)
         if getattr(store, "read_only", False):   # read-only library: its own files are read when current,
             db_path = paths.user_cache_dir(own) / own.name   # what is built goes to its user cache folder
-        self.vectors = {kind: VectorCache(store, name(db_path), kind, self._lock) for kind, name in FAISS_FILES.items()}
+        indexing = functools.partial(index_running, own)
+        self.vectors = {kind: VectorCache(store, name(db_path), kind, self._lock, indexing)
+                        for kind, name in FAISS_FILES.items()}
         self.bm25 = BM25ScoreCache(store, paths.bm25_cache_path(db_path), self._lock)
         if Path(db_path) != own:
             for kind, name in FAISS_FILES.items():
