@@ -20,6 +20,30 @@ def print_json(obj) -> None:
     print(json_text(obj))
 
 
+def shown(text: str) -> str:
+    """``text`` safe to print for people: a file name that is not UTF-8 (lone surrogates, from
+    ``os.fsdecode``) shows its odd bytes as U+FFFD instead of failing the whole table."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if isinstance(text, str) else text
+
+
+def print_paths(paths, null: bool = False) -> None:
+    """``--paths`` / ``-0``: each path on stdout as the file system's own bytes (a name that is not UTF-8
+    comes out as it is on disk), ended by a newline, or by a NUL byte with ``null``."""
+    import os
+    import sys
+
+    end = b"\0" if null else b"\n"
+    out = sys.stdout.buffer
+    sys.stdout.flush()
+    out.write(b"".join(os.fsencode(p) + end for p in paths))
+    out.flush()
+
+
+def tsv_field(text) -> str:
+    """One field of a tab-separated line: tabs and line breaks inside it become spaces."""
+    return " ".join(str(text).replace("\t", " ").splitlines()) if text is not None else ""
+
+
 def console(stderr: bool = False):
     from rich.console import Console
 
@@ -37,6 +61,8 @@ def print_report(report) -> None:
     t.add_row(*(str(v) for v in (report.added, report.updated, report.moved, report.removed, report.failed,
                                  report.skipped_unchanged)))
     con.print(t)
+    if getattr(report, "text_read", 0):
+        con.print(f"text read in {report.text_read} photo(s) (OCR)", markup=False, highlight=False)
     for line in kept_lines(getattr(report, "kept", ())):
         con.print(line, markup=False, highlight=False)
     if report.errors:
@@ -44,7 +70,7 @@ def print_report(report) -> None:
         e.add_column("file", overflow="fold")
         e.add_column("reason", overflow="fold")
         for path, reason in report.errors[:50]:
-            e.add_row(path, reason)
+            e.add_row(shown(path), shown(reason))
         con.print(e)
         if len(report.errors) > 50:
             con.print(f"... and {len(report.errors) - 50} more (imgsearch status --errors)")
@@ -100,9 +126,37 @@ def print_hits(hits) -> None:
     t.add_column("score", justify="right")
     t.add_column("path", overflow="fold")
     t.add_column("caption", overflow="fold")
+    t.add_column("date", no_wrap=True)
     for h in hits:
-        t.add_row(str(h.rank), f"{h.score:.3f}", h.path, h.caption)
+        t.add_row(str(h.rank), f"{h.score:.3f}", _esc(h.path) + copies_note(h), _esc(h.caption), hit_date(h))
     console().print(t)
+
+
+def hit_date(h) -> str:
+    """A hit's date for people: "2024-06-15 10:00" (EXIF date taken) or "2024-06-15 10:00 (file)" (the
+    file's mtime); "–" when unknown."""
+    if not getattr(h, "taken_at", None):
+        return "–"
+    return h.taken_at[:16].replace("T", " ") + (" (file)" if h.date_source == "file" else "")
+
+
+def copies_note(h) -> str:
+    """" (+1 copy)" / " (+N copies)" for a hit with byte-identical copies elsewhere (Hit.copies), else ""."""
+    n = len(getattr(h, "copies", None) or ())
+    return f" (+{n} {'copy' if n == 1 else 'copies'})" if n else ""
+
+
+def print_duplicates(groups) -> None:
+    """Groups of copies (search/duplicates.DuplicateGroup): a blank line between groups, the photo to keep
+    first, then its copies with their visual similarity ("same file" for identical content)."""
+    out = []
+    for n, g in enumerate(groups, 1):
+        out.append(f"{n}. {g.kind}: {len(g.photos)} photos")
+        for j, p in enumerate(g.photos):
+            how = "keep" if j == 0 else ("same file" if p.exact else f"{p.similarity:.3f}")
+            out.append(f"  {how:>9}  {p.path}")
+        out.append("")
+    print("\n".join(out).rstrip("\n"))
 
 
 def print_status(st: dict, errs: list[tuple[str, str]] | None, errors_asked: bool) -> None:
@@ -181,6 +235,47 @@ def print_captions(results) -> None:
         t.add_row(r.path, r.caption if not r.error else f"[red]error: {r.error}[/]",
                   ", ".join(x["tag"] for x in r.tags))
     console().print(t)
+
+
+def print_caption_lines(results) -> None:
+    """``caption`` in a pipe: "path<TAB>caption<TAB>tag,tag" per captioned photo on stdout (like ``query``'s
+    lines); a photo that failed is one "imgsearch: cannot caption PATH: REASON" line on stderr instead."""
+    import sys
+
+    for r in results:
+        if r.error:
+            print(f"imgsearch: cannot caption {r.path}: {r.error}", file=sys.stderr)
+        else:
+            print(f"{tsv_field(r.path)}\t{tsv_field(r.caption)}\t{','.join(tsv_field(x['tag']) for x in r.tags)}")
+
+
+def print_demo(result) -> None:
+    """``imgsearch demo``: what was indexed and how fast, then each query's hits (name, score, caption)."""
+    import os
+
+    con = console()
+    out = lambda text="": con.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    out(f"imgsearch demo: {result.photos} sample photos in {result.photos_dir}")
+    out("  (public domain / CC0 photos from scikit-image: LICENSE.txt next to them)")
+    where = result.library or "a temporary library (deleted now; --keep FOLDER keeps it)"
+    failed = f", {result.failed} failed" if result.failed else ""
+    out(f"captioner loaded in {result.load_s:.1f} s; indexed {result.photos} photos{failed} in {result.index_s:.1f} s "
+        f"({result.photos_per_s:.1f} photos/s, model export and warm-up included) into {where}")
+    for a in result.answers:
+        out()
+        out(f'"{a.query}"  ({a.ms:.0f} ms)')
+        if not a.hits:
+            out("    no matching photos")
+        for h in a.hits:
+            tags = f"  [{', '.join(h.tags[:4])}]" if h.tags else ""
+            out(f"  {h.rank:>2}  {h.score:7.3f}  {os.path.basename(h.path):<18}  {h.caption}{tags}")
+    out()
+    out("re-ranking " + ("on" if result.rerank else "off (--rerank turns it on)") + "; scores order the hits of "
+        "one query; try your own: imgsearch demo \"a dog\" \"a brick wall\"")
+    if result.library:
+        out(f"search it again: imgsearch query --db {result.library} \"a cup of coffee\"")
+    else:
+        out("index your own photos: imgsearch index ~/Pictures && imgsearch query \"a dog on a beach\"")
 
 
 def print_retrieval(res: dict) -> None:

@@ -100,3 +100,9 @@ def storage_error(e: BaseException, path=None) -> StoreError | None:
         return ReadOnlyError(f"read-only library: searching only{where}")
     return StoreError(f"the library database failed{where}: {msg}")
 """The first release's name for imgsearch's errors; ``except LibraryError`` still catches all of them."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Not an error but a stop: SIGTERM during a long command (cli.sigterm_as_interrupt), unwound like Ctrl-C
+    (the batch in flight rolls back, the run is recorded as interrupted, DataLoader workers stop), then exit
+    143 (128 + SIGTERM). A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""

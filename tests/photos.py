@@ -89,8 +89,21 @@ def draw_scene(kind: str = "red_circle", size: tuple[int, int] = (640, 480)) -> 
     return im
 
 
-def _exif_bytes(exif_orientation: int | None, taken_at: datetime | str | None) -> bytes | None:
-    if exif_orientation is None and taken_at is None:
+def gps_ifd(lat: float, lon: float) -> dict:
+    """The EXIF GPS IFD (tag 0x8825) of a position: N/S and E/W references, degrees/minutes/seconds rationals."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    def dms(x: float):
+        x = abs(x)
+        d, m = int(x), int((x - int(x)) * 60)
+        sec = round(((x - d) * 60 - m) * 60 * 1000)
+        return (IFDRational(d, 1), IFDRational(m, 1), IFDRational(sec, 1000))
+
+    return {1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lon >= 0 else "W", 4: dms(lon)}
+
+
+def _exif_bytes(exif_orientation: int | None, taken_at: datetime | str | None, gps=None) -> bytes | None:
+    if exif_orientation is None and taken_at is None and gps is None:
         return None
     exif = Image.Exif()
     if exif_orientation is not None:
@@ -98,6 +111,8 @@ def _exif_bytes(exif_orientation: int | None, taken_at: datetime | str | None) -
     if taken_at is not None:
         s = taken_at.strftime("%Y:%m:%d %H:%M:%S") if isinstance(taken_at, datetime) else str(taken_at)
         exif.get_ifd(0x8769)[36867] = s  # DateTimeOriginal, in the Exif sub-IFD
+    if gps is not None:  # (lat, lon), or a whole GPS IFD as given (bad values)
+        exif.get_ifd(0x8825).update(gps if isinstance(gps, dict) else gps_ifd(*gps))
     return exif.tobytes()
 
 
@@ -121,11 +136,13 @@ def make_photo(
     taken_at: datetime | str | None = None,
     mode: str | None = None,
     quality: int = 90,
+    gps: tuple[float, float] | dict | None = None,
 ) -> Path:
     """Draw ``kind`` at ``size`` and save it to ``path`` (parent folders created).
 
     ``size`` is the stored (unrotated) pixel size; with ``exif_orientation`` 5-8 a viewer shows it
-    rotated.  ``mode`` converts before saving ("L", "CMYK", "P", "RGBA", "1", "I;16", ...)."""
+    rotated.  ``mode`` converts before saving ("L", "CMYK", "P", "RGBA", "1", "I;16", ...).  ``gps``: an EXIF
+    GPS position (lat, lon) in degrees, or a GPS IFD dict written as it is (see :func:`gps_ifd`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = (fmt or SUFFIX_FORMATS.get(path.suffix.lower(), "JPEG")).upper()
@@ -133,7 +150,7 @@ def make_photo(
     if mode:
         im = _to_mode(im, mode)
     kw: dict = {}
-    exif = _exif_bytes(exif_orientation, taken_at)
+    exif = _exif_bytes(exif_orientation, taken_at, gps)
     if exif is not None:
         kw["exif"] = exif
     if fmt in ("JPEG", "WEBP", "HEIF"):

@@ -213,7 +213,8 @@ def test_query_min_score_and_nothing_found(tmp_path, tiny_model):
         assert r.exit_code == 0, r.output
         got = json.loads(r.stdout)
         assert [(g["id"], g["rank"]) for g in got] == [(h.id, h.rank) for h in expect]
-        assert set(got[0]) == {"rank", "score", "path", "caption", "keywords", "tags", "id"}   # the same shape
+        assert set(got[0]) >= {"rank", "score", "path", "caption", "keywords", "tags", "id", "taken_at",
+                               "date_source"}   # the same shape
     for mode in ("hybrid", "bm25", "dense", "image"):
         for q in ("the a of and is", "xqzvkj"):
             r = run("query", q, "--db", db, "--mode", mode, "--json")

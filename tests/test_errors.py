@@ -27,7 +27,8 @@ def test_every_exception_class_of_the_package_is_in_the_tree():
                 defined[f"{mod.__name__}.{name}"] = obj
     assert len(defined) >= 14, sorted(defined)       # the tree itself, plus the model, indexer and serve errors
     outside = sorted(name for name, cls in defined.items() if not issubclass(cls, errors.ImgsearchError))
-    assert outside == []
+    assert outside == ["imgsearch.errors.Terminated"]      # a stop (SIGTERM), a KeyboardInterrupt by design
+    assert issubclass(errors.Terminated, KeyboardInterrupt) and not issubclass(errors.Terminated, Exception)
 
 
 @pytest.mark.parametrize("cls, exit_code, status", [

@@ -79,3 +79,17 @@ def test_zsum_z_scores_and_missing_ids_get_the_list_floor():
     assert fuse({"a": [(1, 2.0), (2, 2.0)]}, method="zsum") == [(1, 0.0), (2, 0.0)]   # flat list: 0
     assert fuse({"a": [(1, 1.0)]}, {"a": 0.0}, method="zsum") == []
     assert fuse({"a": [(1, 1.0), (2, 0.5)]}, method="zsum", k=1)[0][0] == 1
+
+
+def test_a_rare_word_counts_in_hybrid_fusion():
+    """A word four photos have, all matching alike (a place name, a tag), and a photo-embedding list where they
+    rank 21st to 24th: with the hybrid weights the four come first. A photo missing from the BM25 list scores 0
+    there (settings.FUSION["zero_fill"]); with the list's lowest z-score as the fill the word counted for
+    nothing (its four equal scores have z = 0, the same as the fill)."""
+    from imgsearch.search.engine import fuse_lists
+    from imgsearch.search.settings import FUSION
+
+    words = [(i, 3.2) for i in (20, 21, 22, 23)]
+    image = [(i, 0.40 - 0.002 * i) for i in range(100)]           # 20..23 past the photo list's top 20
+    got = [i for i, _ in fuse_lists({"bm25": words, "image": image}, dict(FUSION["weights"]))][:4]
+    assert sorted(got) == [20, 21, 22, 23]

@@ -91,3 +91,57 @@ def test_killed_run_is_completed_by_the_next(tmp_path):
         # the FAISS cache (never written by the killed run) matches the database
         assert set(int(i) for i in lib.caches.vector_index("caption").ids()) == {v[0] for v in after.values()}
         assert not lib.status()["last_run_interrupted"]
+
+
+TERM_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import torch
+    torch.set_num_threads(1)
+    from imgsearch.model.captioner import Captioner
+
+    real = Captioner.describe
+    def slow(self, *a, **kw):    # give the test time to stop us between batches
+        out = real(self, *a, **kw)
+        time.sleep(0.5)
+        return out
+    Captioner.describe = slow
+    from imgsearch.cli import app
+    app(["index", {folder!r}, "--db", {db!r}, "--model", {model!r}, "--batch-size", "2", "--workers", "0",
+         "--quiet"])
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_sigterm_stops_an_index_run_like_ctrl_c(tmp_path):
+    """`kill PID` (a service manager stopping us) unwinds like Ctrl-C: one line, exit 143, the run recorded as
+    interrupted with whole batches only, and the next run completes it."""
+    folder = tmp_path / "pics"
+    make_set(folder, KINDS, "a")
+    db = tmp_path / "library.db"
+    model = tiny_captioner(0).save(tmp_path / "tiny.pt")
+    script = tmp_path / "run.py"
+    script.write_text(TERM_SCRIPT.format(db=str(db), folder=str(folder), model=str(model)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _count(db) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the indexer never committed a batch"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err.decode()
+    assert "imgsearch: terminated (finished batches are saved" in err.decode()
+    assert "Traceback" not in err.decode()
+    done = photos(db)
+    assert 2 <= len(done) < len(KINDS) and len(done) % 2 == 0
+    check_consistent(db)
+    assert rows(db, "SELECT count(*) FROM index_runs WHERE finished_at IS NULL")[0][0] == 1
+    with Library(db, captioner=tiny_captioner(0)) as lib:
+        r = lib.index([folder], batch_size=4, workers=0, progress=False)
+        assert r.added == len(KINDS) - len(done) and len(photos(db)) == len(KINDS)
+        check_consistent(db)

@@ -109,13 +109,13 @@ def test_old_photos_without_labels_search_and_are_labelled_by_the_next_run(tmp_p
             c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
         assert lib.query("a red circle", k=4, mode="labels") == []
         for mode in MODES:
-            if mode != "labels":
+            if mode not in ("labels", "text"):   # "text": the text read in photos (OCR), none here
                 assert lib.query("a red circle", k=4, mode=mode, min_score=0), mode
         report = lib.index([tmp_path / "pics"], workers=0, progress=None)
         assert (report.labelled, report.added, report.updated) == (4, 0, 0)
         for mode in MODES:
             hits = lib.query("a red circle", k=4, mode=mode, min_score=0)
-            assert hits, mode
+            assert hits or mode == "text", mode
         assert len(lib.query("a red circle", k=10, mode="labels", min_score=0)) == 4
         assert lib.index([tmp_path / "pics"], workers=0, progress=None).labelled == 0   # done once
 

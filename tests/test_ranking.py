@@ -139,8 +139,11 @@ def test_nonsense_finds_nothing_in_every_mode(ranked_library, indexed_library, q
         with Library(db, **kw) as lib:
             for mode, rerank in MODES:
                 assert lib.query(query, k=10, mode=mode, rerank=rerank) == [], (query, mode)
-            # the cut is what empties them: with none, the signals that rank every photo still do
-            assert len(lib.query(query, k=10, mode="dense", min_score=0)) == 10, query
+            # the cut is what empties them: with none, the signals that rank every photo still do (byte-identical
+            # copies are one hit: indexed_library has 9 contents in 11 files)
+            with sqlite3.connect(db) as c:
+                contents = c.execute("SELECT count(DISTINCT content_hash) FROM photos WHERE error IS NULL").fetchone()[0]
+            assert len(lib.query(query, k=10, mode="dense", min_score=0)) == min(10, contents), query
 
 
 def test_a_known_word_among_nonsense_still_searches(ranked_library):

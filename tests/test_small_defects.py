@@ -199,6 +199,18 @@ def test_stale_temp_files_are_removed_on_open_and_save(tmp_path):
     assert sorted(p.name for p in folder.glob("*.tmp")) == ["notes.tmp"]   # l1ve's writer is gone now
 
 
+def test_a_temp_file_too_fresh_to_remove_at_open_goes_at_the_end_of_the_index_run(tmp_path):
+    """A save killed just before the next run opens the library (so its temp file is younger than
+    STALE_AFTER_S then, and may be a live writer's): the run removes it when it ends, whatever it wrote."""
+    pics, db = small_library(tmp_path, 2)
+    left = _touch(db.parent / "library.db.visual.faiss.j5tk1ld.tmp")
+    with Library(db, captioner=tiny_captioner(0)) as lib:
+        assert left.exists()                       # fresh at open: kept
+        _aged(left)                                # ... the run takes its time
+        lib.index([pics], workers=0, progress=False)
+        assert not left.exists()
+
+
 def _touch(p: Path) -> Path:
     p.write_bytes(b"")
     return p

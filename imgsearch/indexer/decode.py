@@ -101,6 +101,7 @@ class DecodedPhoto:
     height: int
     taken_at: datetime | None     # EXIF DateTimeOriginal (naive, camera clock), else Digitized, else DateTime
     format: str | None = None     # Pillow format name: "JPEG", "PNG", "HEIF", ...
+    gps: tuple[float, float] | None = None  # EXIF GPS (lat, lon) in degrees, when valid (see gps_from_exif)
 
 
 def open_photo(path: str | os.PathLike[str], target: int = 224) -> DecodedPhoto:
@@ -243,7 +244,8 @@ def _decode(f, target: int, path: str) -> DecodedPhoto:
 
     if orientation in (5, 6, 7, 8):
         w0, h0 = h0, w0
-    return DecodedPhoto(image=rgb, width=w0, height=h0, taken_at=taken_at, format=im.format)
+    return DecodedPhoto(image=rgb, width=w0, height=h0, taken_at=taken_at, format=im.format,
+                        gps=gps_from_exif(im))
 
 
 _MAGIC = (
@@ -357,6 +359,69 @@ def _read_exif(im: Image.Image) -> tuple[int, datetime | None]:
     return orientation, taken_at
 
 
+_GPS_IFD = 0x8825
+_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
+
+
+def gps_from_exif(im_or_exif) -> tuple[float, float] | None:
+    """(latitude, longitude) in degrees from the EXIF GPS IFD of an opened image (or its ``Image.Exif``),
+    or None: no GPS IFD, a missing N/S or E/W reference, degrees/minutes/seconds that are not numbers,
+    negative, or have a zero denominator (NaN), minutes or seconds over 60, a position off the globe, or
+    the 0/0 placeholder (imgsearch.places.valid_gps). Never raises."""
+    from imgsearch.places import valid_gps
+
+    try:
+        exif = im_or_exif.getexif() if hasattr(im_or_exif, "getexif") else im_or_exif
+        ifd = exif.get_ifd(_GPS_IFD)
+        if not ifd:
+            return None
+        lat = _dms(ifd.get(_GPS_LAT), ifd.get(_GPS_LAT_REF), "N", "S")
+        lon = _dms(ifd.get(_GPS_LON), ifd.get(_GPS_LON_REF), "E", "W")
+        if lat is None or lon is None:
+            return None
+        return valid_gps(lat, lon)
+    except Exception:  # noqa: BLE001 - see the module docstring
+        return None
+
+
+def _dms(value, ref, plus: str, minus: str) -> float | None:
+    """Degrees from EXIF (degrees, minutes, seconds) rationals and a reference letter; None when bad."""
+    import math
+
+    if isinstance(ref, bytes):
+        ref = ref.decode("ascii", "ignore")
+    ref = str(ref or "").strip("\x00 ").upper()[:1]
+    if ref not in (plus, minus):
+        return None
+    parts = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not 1 <= len(parts) <= 3:
+        return None
+    nums = []
+    for p in parts:
+        if isinstance(p, tuple) and len(p) == 2:       # (numerator, denominator) as older Pillows give it
+            p = p[0] / p[1] if p[1] else float("nan")
+        x = float(p)   # IFDRational with a zero denominator → nan
+        if not math.isfinite(x) or x < 0:
+            return None
+        nums.append(x)
+    if any(x > 60 for x in nums[1:]):
+        return None
+    deg = sum(x / 60 ** k for k, x in enumerate(nums))
+    return -deg if ref == minus else deg
+
+
+def read_gps(path: str | os.PathLike[str]) -> tuple[float, float] | None:
+    """The GPS position in a file's EXIF, reading its header only (no pixels are decoded); None when
+    it has none, or the file cannot be read."""
+    try:
+        with warnings.catch_warnings():   # a large photo's bomb warning: its header is all that is read
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(os.fspath(path)) as im:
+                return gps_from_exif(im)
+    except Exception:  # noqa: BLE001 - see the module docstring
+        return None
+
+
 _DT_RE = re.compile(
     r"\s*(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})"
     r"(?:[ T]+(\d{1,2})[:.](\d{1,2})(?:[:.](\d{1,2}))?)?"
@@ -394,4 +459,5 @@ def parse_exif_datetime(value: object, subsec: object = None) -> datetime | None
         return None
 
 
-__all__ = ["DecodeError", "DecodedPhoto", "HEIF_SUPPORTED", "open_photo", "parse_exif_datetime", "to_model_input"]
+__all__ = ["DecodeError", "DecodedPhoto", "HEIF_SUPPORTED", "gps_from_exif", "open_photo", "parse_exif_datetime",
+           "read_gps", "to_model_input"]

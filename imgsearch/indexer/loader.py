@@ -22,8 +22,9 @@ BATCH_TIMEOUT_S = 600
 ISOLATE_TIMEOUT_S = 120
 
 
-def decode_one(path: str, image_size: int, resize: str):
-    """(tensor, info) for one file; raises on failure. Runs inside DataLoader workers."""
+def decode_one(path: str, image_size: int, resize: str, ocr: bool = False):
+    """(tensor, info) for one file; raises on failure. Runs inside DataLoader workers. ``ocr``: also read the
+    text in it (info "ocr_text"; an OCR failure is info "ocr_error", never the photo's)."""
     from imgsearch.indexer import decode as dec
     from imgsearch.indexer.scan import content_hash
 
@@ -33,7 +34,15 @@ def decode_one(path: str, image_size: int, resize: str):
     photo = dec.open_photo(path, target=image_size)
     info["width"], info["height"] = photo.width, photo.height
     info["taken_at"] = photo.taken_at.isoformat() if photo.taken_at is not None else None
+    info["gps"] = list(photo.gps) if photo.gps is not None else None   # the place is looked up by the writer
     tensor = dec.to_model_input(photo, image_size, resize)
+    if ocr:
+        from imgsearch.indexer import ocr as reader
+
+        try:
+            info["ocr_text"] = reader.ocr_file(path)
+        except Exception as e:  # noqa: BLE001 - the photo is still described; its text is tried next run
+            info["ocr_error"] = error_text(e)
     return tensor, info
 
 
@@ -54,8 +63,10 @@ def error_text(e: BaseException) -> str:
 class PhotoDataset:
     """``torch.utils.data.Dataset``-compatible: item i → ``(i, tensor | None, info)``; never raises."""
 
-    def __init__(self, paths: Sequence[str], image_size: int, resize: str, offset: int = 0):
+    def __init__(self, paths: Sequence[str], image_size: int, resize: str, offset: int = 0,
+                 ocr: Sequence[bool] | None = None):
         self.paths = list(paths)
+        self.ocr = list(ocr) if ocr is not None else None   # per path: read its text too (indexer/ocr.py)
         self.image_size = image_size
         self.resize = resize
         self.offset = offset
@@ -66,7 +77,7 @@ class PhotoDataset:
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
-            tensor, info = decode_one(path, self.image_size, self.resize)
+            tensor, info = decode_one(path, self.image_size, self.resize, bool(self.ocr and self.ocr[i]))
             return self.offset + i, tensor, info
         except BaseException as e:  # noqa: BLE001 - a worker must never die on a bad file
             if isinstance(e, KeyboardInterrupt):
@@ -142,11 +153,12 @@ def crash_reason(e: BaseException) -> str:
 
 
 def batches(paths: Sequence[str], image_size: int, resize: str, batch_size: int, workers: int, pin_memory=False,
-            offset: int = 0, timeout: float | None = None):
-    """Yield collated batches in order (indices are ``offset + i``); ``workers=0`` decodes in this process."""
+            offset: int = 0, timeout: float | None = None, ocr: Sequence[bool] | None = None):
+    """Yield collated batches in order (indices are ``offset + i``); ``workers=0`` decodes in this process.
+    ``ocr``: per path, whether to read the text in it too."""
     from torch.utils.data import DataLoader
 
-    ds = PhotoDataset(paths, image_size, resize, offset)
+    ds = PhotoDataset(paths, image_size, resize, offset, ocr)
     kw: dict[str, Any] = {}
     if workers > 0:
         kw = {"worker_init_fn": worker_init, "prefetch_factor": 2, "persistent_workers": False,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from imgsearch.indexer import rules
+from imgsearch.indexer.ocr import OCR_VERSION
 from imgsearch.indexer.scan import content_hash, diff, scan
 from imgsearch.model.labels import LABELS_VERSION
 from imgsearch.paths import is_under, resolve_root
@@ -26,13 +27,15 @@ class WorkItem:
     path: str
     reason: str            # why it is in the work list: "new" | "changed" | "stale" (model version) | "retry"
                            # (failed before) | "labels" (described, but without this version's zero-shot labels)
+                           # | "ocr" (described, but its text not read by this OCR version: decode + OCR only)
     photo_id: int | None   # the row at this path, if any
+    ocr: bool = False      # read the text in it (index --ocr: indexer/ocr.py)
 
 
 @dataclass
 class Plan:
     roots: list[str]                     # resolved, as the scan reports paths under them
-    work: list[WorkItem]                 # in scan order: new, changed, stale, labels, retry
+    work: list[WorkItem]                 # in scan order: new, changed, stale, labels, ocr, retry
     gone: dict[str, int]                 # path → id of stored photos whose files the scan did not find
     on_disk: set[str]                    # every path the scan found
     scan_errors: list[tuple[str, str]]   # (path, reason) of what the scan could not read
@@ -132,10 +135,12 @@ def changed_content(paths: list[str], stored: Mapping[str, str | None],
 
 
 def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], retry_failed: bool = False,
-              prune_empty: bool = False, verify: bool = False) -> Plan:
+              prune_empty: bool = False, verify: bool = False, ocr: bool = False) -> Plan:
     """Scan ``roots_in`` and diff against the store. ``get_version()`` (the captioner's model version)
     is called only when some unchanged photo may need re-captioning by another version. ``verify``:
-    re-hash the unchanged files too; those whose content changed are re-described ("changed")."""
+    re-hash the unchanged files too; those whose content changed are re-described ("changed"). ``ocr``: every
+    photo described is read by OCR too, unless its text was read by this OCR_VERSION; photos with nothing
+    else to do are "ocr" items."""
     scan_errors: list[tuple[str, str]] = []
     entries = list(scan(roots_in, on_error=lambda p, r: scan_errors.append((p, r))))
     roots = [resolve_root(r) for r in roots_in]
@@ -166,9 +171,17 @@ def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], ret
     unlabelled = [p for p in unchanged_ok if p not in stale_set and rows[p].labels_version != LABELS_VERSION]
     work += [WorkItem(p, "labels", rows[p].id) for p in unlabelled]
     skipped = len(unchanged_ok) - len(stale) - len(unlabelled)
+    if ocr:
+        busy = stale_set | set(unlabelled)
+        unread = [p for p in unchanged_ok if p not in busy and rows[p].ocr_version != OCR_VERSION]
+        work += [WorkItem(p, "ocr", rows[p].id) for p in unread]
+        skipped -= len(unread)
     # failed before: retried when asked to, or when it failed under another model version (rules.retry_failure)
     retry = unchanged_failed if retry_failed else [p for p in unchanged_failed if rules.retry_failure(rows[p], version)]
     work += [WorkItem(p, "retry", rows[p].id) for p in retry]
     skipped += len(unchanged_failed) - len(retry)
+    if ocr:
+        for w in work:
+            w.ocr = w.reason in ("new", "changed", "retry", "ocr") or rows[w.path].ocr_version != OCR_VERSION
     return Plan(roots=roots, work=work, gone=gone, on_disk=on_disk, scan_errors=scan_errors,
                 kept=kept, skipped_unchanged=skipped, rehashed=rehashed)

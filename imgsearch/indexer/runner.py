@@ -45,7 +45,9 @@ from imgsearch.indexer import rules
 from imgsearch.indexer.loader import (BATCH_TIMEOUT_S, ISOLATE_TIMEOUT_S, batches, crash_reason, default_workers,
                                       model_threads)
 from imgsearch.indexer.plan import Plan, WorkItem, make_plan
+from imgsearch.indexer.ocr import OCR_VERSION
 from imgsearch.indexer.reembed import META_KEY, embedding_version, refresh_caption_embeddings
+from imgsearch.indexer.geotag import place_stale
 from imgsearch.indexer.report import IndexReport
 from imgsearch.model.labels import LABELS_VERSION
 from imgsearch.search import bm25
@@ -77,6 +79,7 @@ class IndexRunner:
         retry_failed: bool = False,
         prune_empty: bool = False,
         verify: bool = False,
+        ocr: bool = False,
     ):
         self.store = store
         self.roots_in = [os.fspath(r) for r in roots]
@@ -91,6 +94,7 @@ class IndexRunner:
         self.retry_failed = retry_failed
         self.prune_empty = prune_empty
         self.verify = verify
+        self.ocr = ocr                  # read the text in photos (indexer/ocr.py; the caller checked it is installed)
         self.report = IndexReport()
         self.touched: set[int] = set()  # photo ids whose embeddings may have changed (or rows gone)
         self.plan: Plan | None = None   # set by run()
@@ -104,7 +108,7 @@ class IndexRunner:
         started = writes.now()
         self.plan = plan = make_plan(self.store, self.roots_in, get_version=self.get_version,
                                      retry_failed=self.retry_failed, prune_empty=self.prune_empty,
-                                     verify=self.verify)
+                                     verify=self.verify, ocr=self.ocr)
         self.report.skipped_unchanged += plan.skipped_unchanged
         with self.store.write() as s:
             run_id = writes.start_run(s, started, plan.roots)
@@ -119,6 +123,7 @@ class IndexRunner:
             pin = getattr(getattr(cap, "device", None), "type", "cpu") == "cuda"
             with model_threads(0 if pin else self.workers):
                 self._caption_all(cap, pin, total)
+        self.touched.update(place_stale(self.store, plan, self.report))   # photos from before places: EXIF only
         self._remove_gone()
         self.report.seconds = time.monotonic() - t0
         with self.store.write() as s:
@@ -127,6 +132,7 @@ class IndexRunner:
 
     def _caption_all(self, cap, pin: bool, total: int) -> None:
         paths = [w.path for w in self.plan.work]
+        self.ocr_flags = [w.ocr for w in self.plan.work]
         size, resize = cap.image_size, getattr(cap, "resize", "squash")
         check_preprocessing(cap, size, resize)
         pos = 0  # every item before pos is committed
@@ -134,6 +140,7 @@ class IndexRunner:
             try:
                 for ok_idx, images, infos, failed in batches(
                     paths[pos:], size, resize, self.batch_size, self.workers, pin_memory=pin, offset=pos,
+                    ocr=self.ocr_flags[pos:],
                 ):
                     self._do_batch(cap, ok_idx, images, infos, failed)
                     pos += len(ok_idx) + len(failed)
@@ -151,7 +158,7 @@ class IndexRunner:
     def _isolate(self, cap, paths: list[str], pos: int, size: int, resize: str, pin: bool) -> int:
         try:
             batch = next(iter(batches([paths[pos]], size, resize, 1, 1, pin_memory=pin, offset=pos,
-                                      timeout=min(ISOLATE_TIMEOUT_S, BATCH_TIMEOUT_S))))
+                                      timeout=min(ISOLATE_TIMEOUT_S, BATCH_TIMEOUT_S), ocr=self.ocr_flags[pos:pos + 1])))
         except RuntimeError as e:
             if "DataLoader" not in str(e):
                 raise
@@ -162,6 +169,14 @@ class IndexRunner:
 
     # ---------------------------------------------------------------- batch
     def _do_batch(self, cap, ok_idx: list[int], images, infos: list[dict], failed: list[tuple[int, dict]]):
+        aside = [k for k, i in enumerate(ok_idx) if self.plan.work[i].reason in ("ocr", "labels")]
+        if aside:     # described photos whose text was read now (index --ocr on an older library): no captioning
+            self._write_text([(self.plan.work[ok_idx[k]], infos[k]) for k in aside])
+            reread = {k for k in aside if self.plan.work[ok_idx[k]].reason == "ocr"}
+            if reread:
+                keep = [k for k in range(len(ok_idx)) if k not in reread]
+                ok_idx, infos = [ok_idx[k] for k in keep], [infos[k] for k in keep]
+                images = images[keep] if keep else None
         relabel = [k for k, i in enumerate(ok_idx) if self.plan.work[i].reason == "labels"]
         if relabel:   # described photos that only need their zero-shot labels: no rules, no captioning
             found, _ = self._model_step(cap, lambda ks: self._find_labels(cap, images, ks), relabel)
@@ -187,9 +202,11 @@ class IndexRunner:
         failed = failed + [(ok_idx[pos], {"error": f"could not be described: {why}"})
                            for pos, why in broken.items() if pos not in moved]
         docs: list[writes.Document] = []
+        writes.resolve_places(infos)   # GPS → place outside the write lock (the gazetteer loads on first use)
         with self.store.write() as s:
             for m in todo.moves:  # moves first: re-point the old row at the new path
                 writes.move_photo(s, m.old_id, items[m.pos].path, infos[m.pos])
+                self._text(s, items[m.pos], m.old_id, infos[m.pos], same=True)
                 if m.pos in described:
                     docs.append(writes.write_description(s, m.old_id, described[m.pos], self.version, at))
                 self.report.moved += 1
@@ -197,9 +214,11 @@ class IndexRunner:
                 w = items[c.pos]
                 pid = writes.upsert_photo(s, w.path, w.photo_id, infos[c.pos], at)
                 docs.append(writes.copy_description(s, c.src_id, pid, at))
+                self._text(s, w, pid, infos[c.pos], src=c.src_id)
                 self._count(w)
             for pos in todo.touches:
                 writes.update_stat(s, items[pos].photo_id, infos[pos])
+                self._text(s, items[pos], items[pos].photo_id, infos[pos], same=True)
                 self.report.skipped_unchanged += 1
             for pos in todo.describe:
                 if pos in moved or pos in broken:
@@ -207,6 +226,7 @@ class IndexRunner:
                 w = items[pos]
                 pid = writes.upsert_photo(s, w.path, w.photo_id, infos[pos], at)
                 docs.append(writes.write_description(s, pid, described[pos], self.version, at))
+                self._text(s, w, pid, infos[pos])
                 self._count(w)
             for i, info in failed:
                 self._fail(s, self.plan.work[i], info["error"], at)
@@ -216,6 +236,29 @@ class IndexRunner:
             if todo.describe and not self.embedder_recorded:
                 set_meta(s, META_KEY, embedding_version(self.get_embedder()))
                 self.embedder_recorded = True
+            bump_revision(s)
+
+    def _text(self, s, w: WorkItem, pid: int, info: dict, src: int | None = None, same: bool = False) -> None:
+        """Store the text read in photo ``pid`` (info "ocr_text"), else the text of its copy ``src``; a photo
+        whose content changed and was not read loses its old text (``same``: the content is the same)."""
+        if "ocr_text" in info:
+            writes.write_ocr(s, pid, info["ocr_text"], OCR_VERSION)
+            self.report.text_read += 1
+        elif "ocr_error" in info:
+            log.warning("could not read the text in %s: %s", w.path, info["ocr_error"])
+        elif src is not None:
+            writes.copy_ocr(s, src, pid)
+        elif not same and w.reason == "changed":   # new rows and failed ones have no text to drop
+            writes.write_ocr(s, pid, None, None)
+
+    def _write_text(self, pairs: list[tuple[WorkItem, dict]]) -> None:
+        """The text read in described photos (one transaction)."""
+        pairs = [(w, info) for w, info in pairs if "ocr_text" in info or "ocr_error" in info]
+        if not pairs:
+            return
+        with self.store.write() as s:
+            for w, info in pairs:
+                self._text(s, w, w.photo_id, info, same=True)
             bump_revision(s)
 
     def _model_step(self, cap, step: Callable[[list[int]], dict], positions: list[int]) -> tuple[dict, dict]:

@@ -30,6 +30,8 @@ from imgsearch.text.normalize import search_terms
 __all__ = [
     "TABLE",
     "FTS_DDL",
+    "OCR_TABLE",
+    "OCR_DDL",
     "K1",
     "B",
     "MAX_QUERY_TERMS",
@@ -53,6 +55,11 @@ FTS_DDL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS photo_fts USING fts5("
     "terms, tokenize = 'ascii', detail = full, columnsize = 1)"
 )
+#: The text read in photos (OCR, indexer/ocr.py) has its own BM25 field: this table, same layout, its own
+#: statistics and fusion weight (the "text" signal; migration 0009). Functions below take ``table=``.
+OCR_TABLE = "photo_fts_ocr"
+OCR_DDL = FTS_DDL.replace("photo_fts", OCR_TABLE)
+_DDL = {TABLE: FTS_DDL, OCR_TABLE: OCR_DDL}
 #: FTS5's bm25() constants (compiled into SQLite, not configurable).
 K1 = 1.2
 B = 0.75
@@ -106,10 +113,10 @@ def _chunks(it: Iterable, n: int):
 
 # ---------------------------------------------------------------- writes
 
-def ensure_fts(conn) -> None:
-    """Create the FTS5 table if missing (the Alembic migration runs the same FTS_DDL)."""
+def ensure_fts(conn, table: str = TABLE) -> None:
+    """Create the FTS5 table if missing (the Alembic migration runs the same FTS_DDL / OCR_DDL)."""
     execute, _ = raw_exec(conn)
-    execute(FTS_DDL)
+    execute(_DDL[table])
 
 
 def document_terms(text: str) -> str:
@@ -117,29 +124,29 @@ def document_terms(text: str) -> str:
     return " ".join(search_terms(text or ""))
 
 
-def upsert_documents(conn, docs: Iterable[tuple[int, str]]) -> int:
+def upsert_documents(conn, docs: Iterable[tuple[int, str]], table: str = TABLE) -> int:
     """Insert or replace documents [(photo id, text)]; returns how many were written."""
     _, executemany = raw_exec(conn)
     n = 0
     for chunk in _chunks(docs, _CHUNK):
         rows = [(int(i), document_terms(t)) for i, t in chunk]
         ids = [(r[0],) for r in rows]
-        executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", ids)
-        executemany(f"INSERT INTO {TABLE}(rowid, terms) VALUES (?, ?)", rows)
+        executemany(f"DELETE FROM {table} WHERE rowid = ?", ids)
+        executemany(f"INSERT INTO {table}(rowid, terms) VALUES (?, ?)", rows)
         n += len(rows)
     return n
 
 
-def delete_documents(conn, ids: Iterable[int]) -> None:
+def delete_documents(conn, ids: Iterable[int], table: str = TABLE) -> None:
     _, executemany = raw_exec(conn)
     for chunk in _chunks(ids, _CHUNK):
-        executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(int(i),) for i in chunk])
+        executemany(f"DELETE FROM {table} WHERE rowid = ?", [(int(i),) for i in chunk])
 
 
-def clear(conn) -> None:
+def clear(conn, table: str = TABLE) -> None:
     """Remove every document (e.g. before a full rebuild after a NORMALIZER_VERSION change)."""
     execute, _ = raw_exec(conn)
-    execute(f"DELETE FROM {TABLE}")
+    execute(f"DELETE FROM {table}")
 
 
 def rebuild(conn, docs: Iterable[tuple[int, str]]) -> int:
@@ -149,9 +156,9 @@ def rebuild(conn, docs: Iterable[tuple[int, str]]) -> int:
     return upsert_documents(conn, docs)
 
 
-def count(conn) -> int:
+def count(conn, table: str = TABLE) -> int:
     execute, _ = raw_exec(conn)
-    return int(execute(f"SELECT count(*) FROM {TABLE}", fetch=True)[0][0])
+    return int(execute(f"SELECT count(*) FROM {table}", fetch=True)[0][0])
 
 
 def optimize(conn) -> None:
@@ -178,7 +185,8 @@ def match_expression(terms: Sequence[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-def search(conn, query: str, k: int = 10, ids_filter: Iterable[int] | None = None) -> list[tuple[int, float]]:
+def search(conn, query: str, k: int = 10, ids_filter: Iterable[int] | None = None,
+           table: str = TABLE) -> list[tuple[int, float]]:
     """Top-k [(photo id, score)] by BM25, best first (higher score = better; ties by id).
 
     ids_filter: only these photo ids may be returned (None = all). Never raises on odd user text:
@@ -190,7 +198,7 @@ def search(conn, query: str, k: int = 10, ids_filter: Iterable[int] | None = Non
     if not terms:
         return []
     params: list[Any] = [match_expression(terms)]
-    where = f"{TABLE} MATCH ?"
+    where = f"{table} MATCH ?"
     if ids_filter is not None:
         ids = sorted({int(i) for i in ids_filter})
         if not ids:
@@ -200,6 +208,6 @@ def search(conn, query: str, k: int = 10, ids_filter: Iterable[int] | None = Non
     params.append(int(k))
     execute, _ = raw_exec(conn)
     rows = execute(
-        f"SELECT rowid, bm25({TABLE}) AS s FROM {TABLE} WHERE {where} ORDER BY s, rowid LIMIT ?",
+        f"SELECT rowid, bm25({table}) AS s FROM {table} WHERE {where} ORDER BY s, rowid LIMIT ?",
         params, fetch=True)
     return [(int(r[0]), -float(r[1])) for r in rows]

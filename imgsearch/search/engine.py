@@ -29,6 +29,9 @@ from imgsearch.model.labels import query_affinity
 from imgsearch.model.rerank import rerank, unpack_cells
 from imgsearch.paths import resolve_root
 from imgsearch.search import bm25, relevance
+from imgsearch.search.filters import Excluding, Filters, InFolder, split_query
+from imgsearch.search.dates import iso, photo_date
+from imgsearch.search.duplicates import Collapse
 from imgsearch.search.fuse import fuse
 from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK, label_weight, rerank_weight
 from imgsearch.store import queries
@@ -37,6 +40,11 @@ log = logging.getLogger(__name__)
 
 Ranked = list[tuple[int, float]]     # (photo id, score), best first
 
+SORTS = ("relevance", "newest", "oldest")
+#: sort newest/oldest of a text or like query: the best SORT_DEPTH photos by relevance, ordered by date
+#: (a fixed number, whatever k, so that the first n of k=n are the first n of any larger k)
+SORT_DEPTH = 1000
+
 
 def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
     """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
@@ -44,8 +52,35 @@ def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
         return []
     if len(lists) == 1:
         return next(iter(lists.values()))
+    zero = [name for name in FUSION.get("zero_fill", ()) if name in lists]
+    if zero:   # a photo without the query's words in its text scores 0 there (settings.FUSION["zero_fill"])
+        every = {i for lst in lists.values() for i, _ in lst}
+        lists = dict(lists)
+        for name in zero:
+            have = {i for i, _ in lists[name]}
+            lists[name] = list(lists[name]) + [(i, 0.0) for i in sorted(every - have)]
     return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
                 k_rrf=FUSION["k_rrf"])
+
+
+def combined_weights(text_weights: dict[str, float], signals: Sequence[str], like_vectors) -> dict[str, float]:
+    """Fusion weights of a text + like query: the text signals' weights and the like-lists' (named
+    "like_<kind>") each scaled to sum to 1, so that the words and the example photo count equally."""
+    text_w = {s: max(0.0, float(text_weights.get(s, 1.0))) for s in signals}   # 0: not searched, as before
+    like_w = {kind: float(FUSION["like_weights"][kind]) for kind in like_vectors}
+    ts, ls = sum(text_w.values()) or 1.0, sum(like_w.values()) or 1.0
+    return {**{s: w / ts for s, w in text_w.items()}, **{f"like_{kind}": w / ls for kind, w in like_w.items()}}
+
+
+def by_date(hits: list[Hit], newest: bool) -> list[Hit]:
+    """``hits`` ordered by date (newest or oldest first; ties and photos without a date keep their order,
+    undated last), ranked again from 1."""
+    dated = [h for h in hits if h.taken_at is not None]
+    dated.sort(key=lambda h: h.taken_at, reverse=newest)      # stable both ways: ties stay in relevance order
+    out = dated + [h for h in hits if h.taken_at is None]
+    for rank, h in enumerate(out, 1):
+        h.rank = rank
+    return out
 
 
 class QueryEngine:
@@ -62,11 +97,69 @@ class QueryEngine:
         if pool is not None:
             pool.shutdown(wait=True)
 
+    # ------------------------------------------------------------------ any query
+    def query(self, text: str | None = None, k: int = 10, mode: str = "hybrid", *,
+              like: str | os.PathLike | int | None = None, folder: str | os.PathLike | None = None,
+              filters: Filters | None = None, sort: str = "relevance", rerank: bool = True,
+              min_score: float | None = None) -> list[Hit]:
+        """One query of Library.query: ``text`` (its ``-word`` terms excluded: search/filters.py) and/or the
+        photo ``like``, among the photos ``filters`` allow (and ``folder``: at or below it), by relevance or by
+        date (``sort``).
+
+        Text and like: both rankings fused (``search(like=...)``). No text (or only excluded terms) and no
+        ``like``: the allowed photos by date, newest first unless ``sort="oldest"`` (an error when nothing
+        filters either: "empty query"). ``sort`` newest/oldest with text or like: the best SORT_DEPTH by
+        relevance, by date (photos without any date last), each keeping its relevance score."""
+        if sort not in SORTS:
+            raise UserError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+        if mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        words = split_query(text)
+        f = Filters(list(filters.include), list(filters.exclude)) if filters is not None else Filters()
+        folder = self._folder(folder)
+        if folder is not None:
+            f.include.insert(0, InFolder(folder))
+        if words.excluded:
+            f.exclude.append(Excluding(words.excluded))
+        k = int(k)
+        if not words.text and like is None:
+            if not f and sort == "relevance" and not (text or "").strip():
+                raise UserError("empty query")
+            return self.browse(k, f.allowed(self.store) if f else None, newest=sort != "oldest")
+        if k < 1:
+            return []
+        allowed = f.allowed(self.store) if f else None
+        n = k if sort == "relevance" else SORT_DEPTH
+        if words.text:
+            hits = self.search(words.text, n, mode, rerank=rerank, min_score=min_score, allowed=allowed, like=like)
+        else:
+            hits = self.like(like, n, allowed=allowed)
+        if sort != "relevance":
+            hits = by_date(hits, newest=sort == "newest")
+        return hits[:k]
+
+    def browse(self, k: int, allowed: set[int] | None = None, newest: bool = True) -> list[Hit]:
+        """The first ``k`` photos (among ``allowed``; None: all) by date — EXIF date taken, else the file's
+        mtime — newest or oldest first (score 0)."""
+        k = int(k)
+        n = max(2 * k, 64)
+        while k >= 1:
+            ranked = queries.by_date(self.store, allowed, newest, n)
+            hits = self.hits(ranked, k, collapse=Collapse(allowed))
+            if len(hits) >= k or len(ranked) < n:
+                return hits
+            n *= 4
+        return []
+
     # ------------------------------------------------------------------ text queries
     def search(self, text: str | None, k: int = 10, mode: str = "hybrid", folder: str | os.PathLike | None = None,
-               rerank: bool = True, min_score: float | None = None) -> list[Hit]:
-        """The ``k`` best photos for free ``text`` (``folder``: only photos at or below it) whose relevance
-        is at least ``min_score`` (None: the calibrated default; <= 0: no cut; search/relevance.py)."""
+               rerank: bool = True, min_score: float | None = None, *, allowed: set[int] | None = None,
+               like: str | os.PathLike | int | None = None) -> list[Hit]:
+        """The ``k`` best photos for free ``text`` (``folder``: only photos at or below it; ``allowed``: only
+        these ids) whose relevance is at least ``min_score`` (None: the calibrated default; <= 0: no cut;
+        search/relevance.py). ``like``: a photo (id or path) whose like-lists (query by example) are fused
+        with the text's lists, each side's weights scaled to sum to 1 so that the text and the photo count
+        equally; the cut is the text's (a photo must still be about ``text``), and there is no re-ranking."""
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         text = (text or "").strip()
@@ -77,34 +170,43 @@ class QueryEngine:
         if k < 1:
             return []
         folder = self._folder(folder)
+        like_vectors = self.like_vectors(like) if like is not None else None
         if not queries.has_searchable(self.store):
             return []
         if (bar is None or bar > 0) and not self.knows_a_word(text, mode):
             return []
         bar = self.default_bar() if bar is None else bar
-        allowed = queries.ids_under(self.store, folder) if folder is not None else None
+        if folder is not None:
+            under = queries.ids_under(self.store, folder)
+            allowed = under if allowed is None else allowed & under
         n0 = int(FUSION["depth"])
         early = None
         if mode == "hybrid":
             # BM25 needs no query vector: it runs on the other core while MiniLM and FAISS run here
             # (numpy, onnxruntime and FAISS release the GIL)
             early = self._overlap(self.bm25_search, text, n0, allowed)
-        qvec = self.models.embedder().embed([text])[0] if mode != "bm25" else None
+        qvec = self.models.embedder().embed([text])[0] if mode not in ("bm25", "text") else None
 
         def lists_for(n: int):
             nonlocal early
             pre = early.result() if early is not None and n == n0 else None
             early = None
-            return self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre, weights=weights)
+            lists = self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre, weights=weights)
+            if like_vectors:
+                lists.update({f"like_{kind}": lst for kind, lst in self._like_lists(like_vectors, n, allowed).items()})
+            return lists
 
         weights = self.signal_weights(text, qvec, mode)
+        if like_vectors:
+            weights = combined_weights(weights, MODE_SIGNALS[mode], like_vectors)
+            rerank = False
         weight = rerank_weight(text, weights.get("labels", 0.0)) if mode == "hybrid" and rerank else 0.0
         post = (lambda fused: self.rerank(text, fused, weight)) if weight > 0 else None
         kinds = relevance.counted(MODE_SIGNALS[mode])
         try:
             return self._collect(lists_for, k, weights, post=post,
                                  cut=lambda ranked, lists, n: relevance.cut(ranked, lists, n, kinds, bar),
-                                 done=lambda lists, n: relevance.exhausted(lists, n, kinds, bar))
+                                 done=lambda lists, n: relevance.exhausted(lists, n, kinds, bar), allowed=allowed)
         finally:
             if early is not None:
                 early.result()
@@ -130,11 +232,11 @@ class QueryEngine:
         captions or the library's own captions, keywords and tags know (search/relevance.py). In bm25
         mode any content word will do: BM25 itself matches only words the library has."""
         words = relevance.content_words(text)
-        if not words or mode == "bm25":
+        if not words or mode in ("bm25", "text"):
             return bool(words)
         if relevance.in_lexicon(words, self.models.embedder().tokenize):
             return True
-        return bool(self.bm25_search(text, 1))
+        return bool(self.bm25_search(text, 1)) or bool(self.text_search(text, 1))
 
     def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
                      bm25: Ranked | None = None, weights: dict[str, float] | None = None) -> dict[str, Ranked]:
@@ -147,6 +249,8 @@ class QueryEngine:
                 continue
             if signal == "bm25":
                 lists["bm25"] = bm25 if bm25 is not None else self.bm25_search(text, n, allowed)
+            elif signal == "text":
+                lists["text"] = self.text_search(text, n, allowed)
             else:
                 lists[signal] = self.dense_search(signal, qvec, n, allowed)
         return {name: lst for name, lst in lists.items() if lst}
@@ -159,6 +263,11 @@ class QueryEngine:
         with self.store.engine.connect() as conn:
             return bm25.search(conn, text, n, ids_filter=allowed)
 
+    def text_search(self, text: str, n: int, allowed: set[int] | None = None) -> Ranked:
+        """BM25 over the text read in the photos (OCR; its own FTS5 table: only photos with text are in it)."""
+        with self.store.engine.connect() as conn:
+            return bm25.search(conn, text, n, ids_filter=allowed, table=bm25.OCR_TABLE)
+
     def dense_search(self, kind: str, qvec, n: int, allowed: set[int] | None = None) -> Ranked:
         """Cosine of ``qvec`` with the stored vectors of ``kind`` ("caption" | "image")."""
         vi = self.caches.vector_index(kind)
@@ -169,18 +278,25 @@ class QueryEngine:
         return [(int(i), float(sc)) for i, sc in zip(ids, scores) if int(i) >= 0]
 
     # ------------------------------------------------------------------ query by example
-    def like(self, photo: str | os.PathLike | int, k: int = 10, folder: str | os.PathLike | None = None) -> list[Hit]:
+    def like(self, photo: str | os.PathLike | int, k: int = 10, folder: str | os.PathLike | None = None, *,
+             allowed: set[int] | None = None) -> list[Hit]:
         """The photos most similar to ``photo`` (an indexed photo's id, or a path, indexed or not)."""
         folder = self._folder(folder)
         weights = FUSION["like_weights"]
-        vectors = {kind: v for kind, v in self.photo_vectors(photo).items() if weights.get(kind, 0) > 0}
-        allowed = queries.ids_under(self.store, folder) if folder is not None else None
+        vectors = self.like_vectors(photo)
+        if folder is not None:
+            under = queries.ids_under(self.store, folder)
+            allowed = under if allowed is None else allowed & under
+        return self._collect(lambda n: self._like_lists(vectors, n, allowed), int(k), weights, allowed=allowed)
 
-        def lists_for(n: int):
-            lists = {kind: self.dense_search(kind, v, n, allowed) for kind, v in vectors.items()}
-            return {name: lst for name, lst in lists.items() if lst}
+    def like_vectors(self, photo: str | os.PathLike | int) -> dict[str, np.ndarray]:
+        """The vectors of ``photo`` that query by example searches with (FUSION["like_weights"] > 0)."""
+        weights = FUSION["like_weights"]
+        return {kind: v for kind, v in self.photo_vectors(photo).items() if weights.get(kind, 0) > 0}
 
-        return self._collect(lists_for, int(k), weights)
+    def _like_lists(self, vectors: dict[str, np.ndarray], n: int, allowed: set[int] | None) -> dict[str, Ranked]:
+        lists = {kind: self.dense_search(kind, v, n, allowed) for kind, v in vectors.items()}
+        return {name: lst for name, lst in lists.items() if lst}
 
     def photo_vectors(self, photo: str | os.PathLike | int) -> dict[str, np.ndarray]:
         """{vector kind: vector} of an indexed photo (by id or path) — "caption" always, "image", "labels" and
@@ -270,12 +386,15 @@ class QueryEngine:
     def _collect(self, lists_for: Callable[[int], dict[str, Ranked]], k: int, weights: dict[str, float],
                  post: Callable[[Ranked], Ranked] | None = None,
                  cut: Callable[[Ranked, dict[str, Ranked], int], Ranked] | None = None,
-                 done: Callable[[dict[str, Ranked], int], bool] | None = None) -> list[Hit]:
+                 done: Callable[[dict[str, Ranked], int], bool] | None = None,
+                 allowed: set[int] | None = None) -> list[Hit]:
         """Fuse the signals' top FUSION["depth"] (then ``post``-process, e.g. re-rank, and ``cut`` the fused
         list) into the first tier of the ranking; while fewer than ``k`` photos whose file still exists
         are found, fuse the lists 4× deeper the same way and append the photos not ranked yet (the next
-        tier), until every signal has given all it has (a list shorter than asked for) or ``done``."""
+        tier), until every signal has given all it has (a list shorter than asked for) or ``done``.
+        Exact copies are one hit, at a copy among ``allowed`` (the ids the query may return; None: any)."""
         n = depth = int(FUSION["depth"])
+        collapse = Collapse(allowed)
         hits: list[Hit] = []
         seen: set[int] = set()
         last = math.inf                      # lowest score so far: a deeper tier is shifted below it
@@ -291,14 +410,17 @@ class QueryEngine:
                 tier = [(i, s - shift) for i, s in tier]
             if tier:
                 last = tier[-1][1]
-            hits += self.hits(cut(tier, lists, n) if cut is not None else tier, k - len(hits), start=len(hits))
+            hits += self.hits(cut(tier, lists, n) if cut is not None else tier, k - len(hits), start=len(hits),
+                              collapse=collapse)
             if len(hits) >= k or all(len(lst) < n for lst in lists.values()) or (done is not None and done(lists, n)):
                 return hits
             n *= 4
 
-    def hits(self, ranked: Sequence[tuple[int, float]], k: int, start: int = 0) -> list[Hit]:
+    def hits(self, ranked: Sequence[tuple[int, float]], k: int, start: int = 0,
+             collapse: Collapse | None = None) -> list[Hit]:
         """:class:`Hit`s for the first ``k`` ranked ids whose file still exists, best first, ranked from
-        ``start + 1``."""
+        ``start + 1``; exact copies of one photo are one hit (``collapse``: what this query showed already)."""
+        collapse = Collapse() if collapse is None else collapse
         hits: list[Hit] = []
         pos = 0
         with self.store.session() as s:
@@ -306,11 +428,24 @@ class QueryEngine:
                 chunk = ranked[pos:pos + max(k * 2, 16)]
                 pos += len(chunk)
                 rows = queries.hit_rows(s, [i for i, _ in chunk])
-                keep = [(i, sc) for i, sc in chunk if i in rows and os.path.exists(rows[i][0])]
-                keep = keep[: k - len(hits)]
+                groups = queries.copy_groups(s, [i for i, _ in chunk if i in rows])
+                keep, copies = [], {}      # exact copies: one hit, at the best-ranked copy (search/duplicates.py)
+                for i, sc in chunk:
+                    if len(keep) >= k - len(hits):
+                        break
+                    got = collapse.take(i, rows[i][0], groups.get(i)) if i in rows else None
+                    if got is not None:
+                        keep.append((got[0], sc))
+                        copies[got[0]] = got[2]
+                rows.update(queries.hit_rows(s, [i for i, _ in keep if i not in rows]))
                 terms = queries.terms_of(s, [i for i, _ in keep])
+                when = queries.dates_of(s, [i for i, _ in keep])
+                read = queries.ocr_text_of(s, [i for i, _ in keep])
                 for i, sc in keep:
                     path, caption = rows[i]
+                    taken, source = photo_date(*when.get(i, (None, None)))
                     hits.append(Hit(path=path, score=float(sc), caption=caption or "", keywords=terms[i]["keyword"],
-                                    id=i, tags=terms[i]["tag"], rank=start + len(hits) + 1))
+                                    id=i, tags=terms[i]["tag"], rank=start + len(hits) + 1,
+                                    taken_at=iso(taken), date_source=source, copies=copies[i],
+                                    ocr_text=read.get(i)))
         return hits

@@ -5,20 +5,22 @@ Chosen by Recall@K on Flickr8k dev with ``bench/tune_fusion.py`` (the table it p
 
 Signals: "bm25" — FTS/BM25 over captions + keywords + tags; "caption" — cosine of the query's MiniLM
 embedding with each photo's caption vector (3-best captions + tags, text/caption_vectors.py); "image" —
-cosine with the photo embedding (checkpoints with a projection head).
+cosine with the photo embedding (checkpoints with a projection head); "text" — BM25 over the text read in the
+photos (OCR, indexer/ocr.py), its own FTS5 table (search/bm25.OCR_TABLE).
 """
 from __future__ import annotations
 
 from typing import Any
 
 # Search modes and the signals each one uses. The mode "dense" is the signal "caption" (its public name).
-MODES = ("hybrid", "bm25", "dense", "image", "labels")
+MODES = ("hybrid", "bm25", "dense", "image", "labels", "text")
 MODE_SIGNALS: dict[str, tuple[str, ...]] = {
-    "hybrid": ("bm25", "caption", "image", "labels"),
+    "hybrid": ("bm25", "caption", "image", "labels", "text"),
     "bm25": ("bm25",),
     "dense": ("caption",),
     "image": ("image",),
     "labels": ("labels",),           # the zero-shot label vector (model/labels.py)
+    "text": ("text",),               # the text read in the photos (OCR: index --ocr)
 }
 
 FUSION: dict[str, Any] = {
@@ -27,7 +29,17 @@ FUSION: dict[str, Any] = {
     # z-scores spread more (a few strong word matches), and 0.5 gives the re-ranked hybrid back its R@K
     "method": "zsum",                # "rrf" | "sum" | "zsum" (see imgsearch.search.fuse)
     "k_rrf": 60,                     # (rrf only)
-    "weights": {"bm25": 0.5, "caption": 0.25, "image": 3.0},
+    "weights": {"bm25": 0.5, "caption": 0.25, "image": 3.0, "text": 3.0},
+    # the text read in a photo (OCR) is what it says, not a guess: as strong as the photo embedding. No dev set
+    # has text in its photos, so this is not tuned (tests/test_ocr.py: a word only the text has comes first).
+    # A photo missing from a word list (BM25 over captions/tags/places, or the text) scores 0 there — it has
+    # none of the query's words, or fewer than the 100th match — not the list's lowest z-score. Else a rare
+    # word's few matches, scored alike, get z = 0 and the same fill as everyone: the word counts for nothing
+    # ("paris" with 4 Paris photos among 14 put two others in the top 3). Measured with bm25 added
+    # (bench/short_queries.py, bench/sentence_queries.py; bench/results/zero_fill_dev.txt): short-query mAP
+    # coco_dev 0.554 -> 0.578, Flickr8k dev 0.222 -> 0.226; sentence R@1/5/10 coco_dev 0.502/0.823/0.892 ->
+    # 0.517/0.833/0.897 (R@1 both halves up), Flickr8k dev 0.265/0.579/0.705 -> 0.266/0.578/0.705
+    "zero_fill": ("bm25", "text"),
     # the label signal's weight depends on the query (label_weight below): it helps queries about the things
     # ImageNet has classes for and hurts queries about people and actions (bench/tune_labels.py)
     "labels": {"weight": 2.0, "lo": 0.3, "hi": 0.8},
@@ -64,7 +76,7 @@ RERANK: dict[str, Any] = {
 # knows. Signals not listed here do not count; a mode with none of them is not cut.
 RELEVANCE: dict[str, Any] = {
     "min_score": 0.1,                # the default bar, chosen on Flickr8k dev + coco_dev (see the module doc)
-    "signals": {"bm25": "match", "caption": "cosine", "image": "cosine"},
+    "signals": {"bm25": "match", "caption": "cosine", "image": "cosine", "text": "match"},
 }
 
 

@@ -13,11 +13,19 @@ Endpoints (all GET, all read-only):
                            (min_score: photos less relevant are cut; default the calibrated bar, 0 = none;
                            no photo at all is "count": 0, "results": [])
     /api/search?like=ID&k=&folder=      "more like this": photos similar to photo ID (mode "like")
+    /api/search?...&after=&before=&sort=  dates (2024, 2024-06, 2024-06-15; both bounds include the period
+                           named) and relevance | newest | oldest; without q (and like), the photos by date
+                           (mode "date"); q and like together: the words and the photo fused
     /api/photo/{id}        everything stored about one photo (all captions with scores, tags, EXIF date...)
     /api/status            library size, last index run, failed files with reasons
+    /api/search?...&near=&within=  only photos whose EXIF GPS is within ``within`` km (default 25) of ``near``
+                           (a place name or LAT,LON; the answer's "near": {"place", "lat", "lon", "within_km"})
+    /api/places            {"places": [{"place": "Paris, Île-de-France, France", "photos": n}]}, most photos first
     /api/folders           folders of the library (for the folder filter)
+    /api/home?k=&n=        the start page: {"summary": {"photos", "folders", "last_index", "db_path"},
+                           "recent": [hits, newest first, "score": null], "suggestions": ["word", ...]}
     /photo/{id}            the full photo (as is when a browser can show it, else converted to JPEG)
-    /thumb/{id}            a thumbnail, longest side 320 px, cached in <library dir>/thumbs/
+    /thumb/{id}            a thumbnail, short side 240 px (long side at most 1920), cached in <library dir>/thumbs/
 
 Errors are JSON ``{"detail": "one clear sentence"}``, with the status of the error's kind
 (:mod:`imgsearch.errors`, mapped in one handler here): 400 for a bad query/mode/folder/k
@@ -53,12 +61,12 @@ from starlette.datastructures import MutableHeaders
 
 from imgsearch.errors import ImgsearchError, NotFoundError, UserError
 from imgsearch.hits import Hit
+from imgsearch.limits import MAX_QUERY_CHARS   # the one query length limit of the API, the CLI and the web
 from imgsearch.serve import details, thumbs
 
 log = logging.getLogger("imgsearch.serve")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_QUERY_CHARS = 500
 MAX_FOLDER_CHARS = 4096
 DEFAULT_K = 24
 MAX_K = 200
@@ -68,7 +76,8 @@ QUERY_SLOTS = max(2, min(8, 2 * _CORES))   # searches inside the engine at once 
 FILE_WORKERS = max(2, min(4, _CORES))      # threads making thumbnails / converting photos (not the queries')
 # the page's names for the modes: "dense" is the query against the caption embeddings, "image" against the photo ones
 MODE_LABELS = {"hybrid": "hybrid", "bm25": "keywords (BM25)", "dense": "dense (caption embeddings)",
-               "image": "image (photo embeddings)", "labels": "labels (ImageNet classes)"}
+               "image": "image (photo embeddings)", "labels": "labels (ImageNet classes)",
+               "text": "text in photos (OCR)"}
 CSP = ("default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 SECURITY_HEADERS = {
@@ -110,6 +119,27 @@ def clean_query(q: str | None) -> str:
     if len(text) > MAX_QUERY_CHARS:
         raise BadRequest(f"query too long: {len(text)} characters (at most {MAX_QUERY_CHARS})")
     return text
+
+
+def clean_date(value: str | None) -> str | None:
+    """A date bound as given (checked by the library: a bad one is a 400 with its message); None for none."""
+    if value is None or not value.strip():
+        return None
+    if len(value) > 40 or any(_bad_char(ch) for ch in value):
+        raise BadRequest(f"invalid date {value[:40]!r}: use YYYY, YYYY-MM or YYYY-MM-DD")
+    return value.strip()
+
+
+def clean_near(lib, near: str | None, within: float | None):
+    """The places.Near of ``near`` (a place name or "LAT,LON") and ``within`` (km); None for none. An unknown
+    place or a bad radius is a 400 with the library's message."""
+    if near is None or not near.strip():
+        if within is not None:
+            raise BadRequest("within needs near (a place or LAT,LON)")
+        return None
+    if len(near) > 200 or any(_bad_char(ch) for ch in near):
+        raise BadRequest(f"invalid place {near[:40]!r}")
+    return lib.near(near.strip(), within)
 
 
 def clean_folder(lib, folder: str | None) -> str | None:
@@ -222,10 +252,12 @@ def warm(lib) -> None:
             log.exception("warming up mode %s failed", mode)
 
 
-def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, warm_up: bool = False) -> FastAPI:
+def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, warm_up: bool = False,
+               page_size: int = DEFAULT_K) -> FastAPI:
     """The FastAPI app over ``library`` (a :class:`imgsearch.Library`, or a path to open one).
 
     ``allowed_hosts``: Host header names accepted (default: loopback names); None accepts any.
+    ``page_size``: the photos the page asks for at a time ("k_default"; its "more" button asks for as many again).
     A library opened here from a path is closed when the app shuts down."""
     from imgsearch.library import Library
 
@@ -317,36 +349,58 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
             "db_path": str(lib.path),
             "modes": [{"id": m, "label": MODE_LABELS.get(m, m)} for m in modes],
             "default_mode": default_mode,
-            "k_default": DEFAULT_K,
+            "k_default": max(1, min(MAX_K, int(page_size))),
             "k_max": MAX_K,
             "max_query_chars": MAX_QUERY_CHARS,
-            "thumb_size": thumbs.THUMB_SIZE,
+            "thumb_short_side": thumbs.THUMB_SHORT,
         }, headers={"cache-control": API_CACHE})
 
     @app.get("/api/search")
     def search(q: str | None = None, k: int = Query(DEFAULT_K, ge=1, le=MAX_K), mode: str | None = None,
                folder: str | None = None, like: str | None = None, rerank: bool = True,
-               min_score: float | None = Query(None, allow_inf_nan=False)):
+               min_score: float | None = Query(None, allow_inf_nan=False), after: str | None = None,
+               before: str | None = None, sort: str = "relevance", near: str | None = None,
+               within: float | None = Query(None, allow_inf_nan=False)):
         folder = clean_folder(lib, folder)
-        if like is not None and like.strip():
+        dated = dict(after=clean_date(after), before=clean_date(before), sort=(sort or "relevance").strip())
+        place = clean_near(lib, near, within)
+        if place is not None:   # resolved once: the answer says which place the name was taken for
+            dated["near"] = place
+        has_text = q is not None and bool(q.strip())
+        if like is not None and like.strip() and not has_text:
             pid = thumbs.parse_id(like.strip())
             with query_slots:
                 t0 = time.perf_counter()
-                hits = details.similar(lib, pid, k=k, folder=folder)
+                hits = details.similar(lib, pid, k=k, folder=folder, **dated)
                 took = (time.perf_counter() - t0) * 1000
             src = details.photo_details(lib, pid)
             body = {"query": None, "mode": "like",
                     "like": {"id": pid, "name": src["name"], "caption": src["caption"]}}
+        elif not has_text and (dated["after"] or dated["before"] or place is not None or dated["sort"] != "relevance"):
+            with query_slots:                       # no words: the photos in the date range, by date
+                t0 = time.perf_counter()
+                hits = lib.query(None, k=k, in_folder=folder, **dated)
+                took = (time.perf_counter() - t0) * 1000
+            body = {"query": None, "mode": "date"}
         else:
             text = clean_query(q)
             mode = (mode or default_mode).strip()
             if mode not in modes:
                 raise BadRequest(f"unsupported mode {mode[:40]!r}: this library supports {', '.join(modes)}")
+            pid = thumbs.parse_id(like.strip()) if like is not None and like.strip() else None
+            if pid is not None:                     # words and "more like this": both, fused (as the CLI's --like)
+                src = details.photo_details(lib, pid)
             with query_slots:
                 t0 = time.perf_counter()
-                hits = lib.query(text, k=k, mode=mode, in_folder=folder, rerank=rerank, min_score=min_score)
+                hits = lib.query(text, k=k, mode=mode, in_folder=folder, like=pid, rerank=rerank,
+                                 min_score=min_score, **dated)
                 took = (time.perf_counter() - t0) * 1000
             body = {"query": text, "mode": mode, "rerank": rerank, "min_score": min_score}
+            if pid is not None:
+                body["like"] = {"id": pid, "name": src["name"], "caption": src["caption"]}
+        body.update(dated)
+        if place is not None:
+            body["near"] = {"place": place.label, "lat": place.lat, "lon": place.lon, "within_km": place.km}
         results = [hit_json(h) for h in hits]
         body.update({"folder": folder, "k": k, "took_ms": round(took, 1), "count": len(results),
                      "results": results})
@@ -368,6 +422,16 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
                                                       for p, r in errs[:max_errors]],
                   failed_files_total=len(errs))
         return JSONResponse(st, headers={"cache-control": API_CACHE})
+
+    @app.get("/api/home")
+    def home(k: int = Query(DEFAULT_K, ge=1, le=MAX_K), n: int = Query(6, ge=0, le=50)):
+        recent = [dict(hit_json(h), score=None) for h in lib.recent(k)]
+        return JSONResponse({"summary": lib.summary(), "recent": recent, "suggestions": lib.suggestions(n)},
+                            headers={"cache-control": API_CACHE})
+
+    @app.get("/api/places")
+    def places_list():
+        return JSONResponse({"places": lib.places()}, headers={"cache-control": API_CACHE})
 
     @app.get("/api/folders")
     def folders(limit: int = Query(2000, ge=1, le=100_000)):

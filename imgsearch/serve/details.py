@@ -1,7 +1,7 @@
 """What the web app needs from a library beyond ``Library.query``/``status``/``errors``.
 
 * :func:`photo_details` — everything stored about one photo (all captions with scores, tags,
-  keywords, EXIF date, size, path, content hash).
+  keywords, EXIF date, place and GPS position, text read in it (OCR), size, path, content hash).
 * :func:`similar` — "more like this": ``Library.query(like=id)`` without the photo itself, re-ranked
   from 1, for an id that must name a good photo of the library.
 * :func:`count_under` and :func:`folders` — for the folder filter (its check, and its suggestions).
@@ -60,6 +60,9 @@ def photo_details(lib, photo_id: int) -> dict[str, Any]:
             "tags": tags,
             "keywords": keywords,
             "taken_at": _iso(p.taken_at),
+            "place": p.place,                     # nearest GeoNames place of its EXIF GPS (imgsearch/places.py)
+            "gps": [p.gps_lat, p.gps_lon] if p.gps_lat is not None and p.gps_lon is not None else None,
+            "ocr_text": p.ocr_text or None,       # the text read in the photo (index --ocr: indexer/ocr.py)
             "width": p.width,
             "height": p.height,
             "size": p.size,
@@ -70,20 +73,24 @@ def photo_details(lib, photo_id: int) -> dict[str, Any]:
         }
 
 
-def similar(lib, photo_id: int, k: int = 24, folder: str | None = None):
+def similar(lib, photo_id: int, k: int = 24, folder: str | None = None, **filters):
     """Photos like ``photo_id`` (itself excluded), best first, as ``Hit``s — ``Library.query(like=id)``,
-    only under ``folder`` (an absolute folder as :func:`imgsearch.paths.resolve_root` gives) when given."""
+    only under ``folder`` (an absolute folder as :func:`imgsearch.paths.resolve_root` gives) when given;
+    ``filters``: Library.query's ``after`` / ``before`` / ``sort``."""
     from sqlalchemy import select
 
     from imgsearch.store.models import Photo
 
     with lib.store.session() as s:
-        if s.execute(select(Photo.id).where(Photo.id == photo_id, Photo.error.is_(None))).first() is None:
+        row = s.execute(select(Photo.id, Photo.path).where(Photo.id == photo_id, Photo.error.is_(None))).first()
+        if row is None:
             raise PhotoNotFound(photo_id)
     k = int(k)
     if k < 1:
         return []
-    hits = [h for h in lib.query(like=int(photo_id), k=k + 1, in_folder=folder) if h.id != photo_id][:k]
+    # the photo itself is left out, also when one of its exact copies is the hit (search/duplicates.py)
+    hits = [h for h in lib.query(like=int(photo_id), k=k + 1, in_folder=folder, **filters)
+            if h.id != photo_id and row.path not in h.copies][:k]
     for rank, h in enumerate(hits, 1):
         h.rank = rank
     return hits

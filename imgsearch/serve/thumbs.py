@@ -12,8 +12,9 @@ Safety rules (every one is tested in tests/test_serve_api.py):
 * The file is opened by its real path with ``O_NOFOLLOW`` and the opened file must be the one that
   was checked (same device and inode), so a swap between the check and the open is refused too.
 
-Thumbnails: Pillow, JPEG draft mode, ``ImageOps.exif_transpose``, longest side :data:`THUMB_SIZE`,
-cached as ``<library dir>/thumbs/<content_hash>.jpg`` (keyed by content, so a moved or renamed photo
+Thumbnails: Pillow, JPEG draft mode, ``ImageOps.exif_transpose``, short side :data:`THUMB_SHORT` (never
+enlarged) with the long side at most :data:`THUMB_LONG_MAX` (:func:`thumb_size`: a 4:3 photo gives 320 × 240,
+an 8000 × 1000 panorama 1920 × 240 instead of a blurry 320 × 40; the page crops them to its cards), cached as ``<library dir>/thumbs/<content_hash>.jpg`` (keyed by content, so a moved or renamed photo
 keeps its thumbnail; a read-only library's new ones go to its folder in the user cache,
 ``paths.user_cache_dir``), written atomically (:func:`imgsearch.files.atomic_write`). A photo whose file
 changed since it was indexed gets a fresh, uncached thumbnail (its stored hash is stale).
@@ -43,7 +44,9 @@ try:  # HEIC/HEIF photos (the indexer registers it too)
 except Exception:  # pragma: no cover - optional native library: a broken build may raise anything; serve without
     pass
 
-THUMB_SIZE = 320
+THUMB_SHORT = 240             # a thumbnail's short side (smaller photos are not enlarged) ...
+THUMB_LONG_MAX = 1920         # ... and its long side at most (a 50:1 strip gets a thinner short side)
+THUMB_RULE = f"{THUMB_SHORT}s{THUMB_LONG_MAX}"   # in the ETag: a rule change reaches browsers' caches
 THUMB_QUALITY = 82
 FULL_MAX_SIDE = 4096          # photos in formats a browser cannot show are sent as JPEG, this big at most
 # Formats every browser shows as they are: served byte for byte.
@@ -66,6 +69,8 @@ class PhotoFile:
     content_hash: str | None  # as stored (None or malformed → no thumbnail cache)
     st: os.stat_result        # of ``real``, at check time
     unchanged: bool           # size and mtime still those recorded at indexing
+    width: int | None = None  # as stored (shown orientation): the size a cached thumbnail must have
+    height: int | None = None
 
     @property
     def cache_key(self) -> str | None:
@@ -83,8 +88,8 @@ class PhotoFile:
     def thumb_etag(self) -> str:
         key = self.cache_key
         if key:
-            return f'"t{THUMB_SIZE}-{key[:32]}"'
-        return f'"t{THUMB_SIZE}-{self.id}-{self.st.st_ino:x}-{self.st.st_size:x}-{self.st.st_mtime_ns:x}"'
+            return f'"t{THUMB_RULE}-{key[:32]}"'
+        return f'"t{THUMB_RULE}-{self.id}-{self.st.st_ino:x}-{self.st.st_size:x}-{self.st.st_mtime_ns:x}"'
 
 
 def parse_id(raw: str) -> int:
@@ -104,7 +109,7 @@ def locate(store, photo_id: int) -> PhotoFile:
     from imgsearch.store.models import Photo
 
     with store.session() as s:
-        row = s.execute(select(Photo.path, Photo.content_hash, Photo.size, Photo.mtime_ns)
+        row = s.execute(select(Photo.path, Photo.content_hash, Photo.size, Photo.mtime_ns, Photo.width, Photo.height)
                         .where(Photo.id == photo_id, Photo.error.is_(None))).first()
     if row is None:
         raise NotServable(f"photo {photo_id} is not in the library")
@@ -121,7 +126,8 @@ def locate(store, photo_id: int) -> PhotoFile:
     unchanged = st.st_size == row.size and st.st_mtime_ns == row.mtime_ns
     if real != path and not unchanged:
         raise NotServable(f"photo {photo_id}: {path} now leads to {real}, which is not the indexed file")
-    return PhotoFile(id=photo_id, path=path, real=real, content_hash=row.content_hash, st=st, unchanged=unchanged)
+    return PhotoFile(id=photo_id, path=path, real=real, content_hash=row.content_hash, st=st, unchanged=unchanged,
+                     width=row.width, height=row.height)
 
 
 def open_checked(pf: PhotoFile):
@@ -164,22 +170,48 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _render(f, max_side: int, quality: int) -> bytes:
-    """Decode ``f``, apply EXIF orientation, fit in ``max_side`` px, encode as JPEG."""
+def thumb_size(width: int, height: int) -> tuple[int, int]:
+    """The thumbnail size of a ``width`` × ``height`` photo: short side :data:`THUMB_SHORT` (never enlarged),
+    long side at most :data:`THUMB_LONG_MAX`, the aspect ratio kept."""
+    w, h = max(1, int(width)), max(1, int(height))
+    scale = min(1.0, THUMB_SHORT / min(w, h), THUMB_LONG_MAX / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _render(f, max_side: int, quality: int, fit=None) -> bytes:
+    """Decode ``f``, apply EXIF orientation, fit in ``max_side`` px (or in ``fit(width, height)``), encode
+    as JPEG."""
+    if fit is None:
+        fit = lambda w, h: (max_side, max_side)  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = Image.open(f)
-        im.draft("RGB", (max_side, max_side))  # JPEG: DCT scaling, both sides stay >= max_side
-        im = ImageOps.exif_transpose(im)        # loads; a no-op without an orientation tag
+        im.draft("RGB", fit(*im.size))     # JPEG: DCT scaling, both sides stay >= the box's
+        im = ImageOps.exif_transpose(im)   # loads; a no-op without an orientation tag
         im = _to_rgb(im)
-        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        im.thumbnail(fit(*im.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality, optimize=True, progressive=True)
     return buf.getvalue()
 
 
-def make_thumbnail(f, size: int = THUMB_SIZE) -> bytes:
-    return _render(f, size, THUMB_QUALITY)
+def make_thumbnail(f) -> bytes:
+    """A thumbnail of the photo file ``f`` (JPEG bytes, :func:`thumb_size`)."""
+    return _render(f, 0, THUMB_QUALITY, fit=thumb_size)
+
+
+def _fits(data: bytes, pf: PhotoFile) -> bool:
+    """Whether a cached thumbnail has the size :func:`thumb_size` gives the photo now (one made under an
+    older rule, such as the 320 × 40 of a panorama, is made again). Unknown stored size: any."""
+    if not pf.width or not pf.height:
+        return True
+    try:
+        with Image.open(io.BytesIO(data)) as im:   # the header only
+            w, h = im.size
+    except Exception:  # a damaged cache file: made again
+        return False
+    ew, eh = thumb_size(pf.width, pf.height)
+    return abs(w - ew) <= 2 and abs(h - eh) <= 2
 
 
 def web_image(pf: PhotoFile) -> tuple[str, bytes | None]:
@@ -210,8 +242,8 @@ def thumbnail(pf: PhotoFile, thumbs_dir: str | os.PathLike, write_dir: str | os.
     for d in dirs if key else ():
         try:
             data = (d / f"{key}.jpg").read_bytes()
-            if data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9":   # a whole JPEG (else made again)
-                return data
+            if data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9" and _fits(data, pf):   # a whole JPEG
+                return data                                                              # (else made again)
         except OSError:
             pass
     with open_checked(pf) as f:

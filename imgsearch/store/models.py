@@ -52,6 +52,12 @@ class Photo(Base):
     label_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)       # float32[EMBED_DIM] (rev 0005)
     labels_version: Mapped[Optional[str]] = mapped_column(String(64))           # model/labels.LABELS_VERSION
     visual_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary)      # float32[EMBED_DIM] (rev 0007)
+    gps_lat: Mapped[Optional[float]] = mapped_column(Float)                     # EXIF GPS, degrees (rev 0008)
+    gps_lon: Mapped[Optional[float]] = mapped_column(Float)
+    place: Mapped[Optional[str]] = mapped_column(Text)                          # "city, region, country" (places.py)
+    places_version: Mapped[Optional[str]] = mapped_column(String(64))           # places.PLACES_VERSION; NULL: GPS not read
+    ocr_text: Mapped[Optional[str]] = mapped_column(Text)                       # text read in the photo (rev 0009)
+    ocr_version: Mapped[Optional[str]] = mapped_column(String(64))              # indexer/ocr.OCR_VERSION; NULL: not read
 
     captions: Mapped[list["Caption"]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", passive_deletes=True, order_by="Caption.rank"
@@ -64,6 +70,7 @@ class Photo(Base):
         UniqueConstraint("path", name="uq_photos_path"),
         Index("ix_photos_folder", "folder"),
         Index("ix_photos_content_hash", "content_hash"),
+        Index("ix_photos_gps", "gps_lat", "gps_lon"),
         {"sqlite_autoincrement": True},
     )
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from sqlalchemy import delete, literal_column, select, update
 
+from imgsearch import places
 from imgsearch.search import bm25
 from imgsearch.store.models import Caption, IndexRun, Photo, PhotoCells, Tag, pack_vector
 
@@ -77,19 +78,40 @@ def stat_values(info: dict) -> dict:
         "width": info.get("width"),
         "height": info.get("height"),
         "taken_at": _parse_taken(info.get("taken_at")),
+        **(info.get("place_values") or place_values(info["gps"]) if "gps" in info else {}),
     }
+
+
+def resolve_places(infos: Iterable[dict]) -> None:
+    """Look up the places of decoded files (``info["gps"]``) before the write transaction that stores them:
+    the first look-up of a process loads the gazetteer (~1 s), which should not hold the library's write lock."""
+    for info in infos:
+        if "gps" in info and "place_values" not in info:
+            info["place_values"] = place_values(info["gps"])
+
+
+def place_values(gps) -> dict:
+    """The photo columns of an EXIF GPS position (lat, lon) or None: the position and its nearest place."""
+    pos = places.valid_gps(*gps) if gps is not None and len(gps) == 2 else None
+    found = places.nearest(*pos) if pos is not None else None
+    return {"gps_lat": pos[0] if pos else None, "gps_lon": pos[1] if pos else None,
+            "place": found.name if found is not None else None, "places_version": places.PLACES_VERSION}
 
 
 # ---------------------------------------------------------------------------- BM25 documents
 
-def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[str]) -> str:
-    """The BM25 document of a photo: its n-best captions, keywords and tags (normalised by bm25)."""
-    return " . ".join([*captions, " ".join(keywords), " ".join(tags)])
+def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[str], place: str | None = None) -> str:
+    """The BM25 document of a photo: its n-best captions, keywords, tags and place (normalised by bm25)."""
+    return " . ".join([*captions, " ".join(keywords), " ".join(tags), *([place] if place else [])])
 
 
-def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow]) -> Document:
+def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow], place: str | None = None) -> Document:
     return photo_id, doc_text([t for _, t, _ in captions], [t for k, t, _ in tags if k == "keyword"],
-                              [t for k, t, _ in tags if k != "keyword"])
+                              [t for k, t, _ in tags if k != "keyword"], place)
+
+
+def _place(s, photo_id: int) -> str | None:
+    return s.execute(select(Photo.place).where(Photo.id == photo_id)).scalar()
 
 
 def rebuild_search_text(session) -> int:
@@ -108,8 +130,14 @@ def rebuild_search_text(session) -> int:
         select(Tag.photo_id, Tag.kind, Tag.term).order_by(Tag.photo_id, literal_column("tags.rowid"))
     ):
         (kw if kind == "keyword" else tg).setdefault(pid, []).append(term)
-    docs = [(pid, doc_text(c, kw.get(pid, []), tg.get(pid, []))) for pid, c in caps.items()]
-    return bm25.upsert_documents(session, docs)
+    at_place = dict(session.execute(select(Photo.id, Photo.place).where(Photo.place.is_not(None))).all())
+    docs = [(pid, doc_text(c, kw.get(pid, []), tg.get(pid, []), at_place.get(pid))) for pid, c in caps.items()]
+    n = bm25.upsert_documents(session, docs)
+    bm25.ensure_fts(session, bm25.OCR_TABLE)
+    bm25.clear(session, bm25.OCR_TABLE)
+    bm25.upsert_documents(session, session.execute(select(Photo.id, Photo.ocr_text).where(
+        Photo.error.is_(None), Photo.ocr_text.is_not(None), Photo.ocr_text != "")).all(), bm25.OCR_TABLE)
+    return n
 
 
 # ---------------------------------------------------------------------------- photos
@@ -126,7 +154,14 @@ def upsert_photo(s, path: str, photo_id: int | None, info: dict, at: datetime) -
 
 
 def update_stat(s, photo_id: int, info: dict) -> None:
-    s.execute(update(Photo).where(Photo.id == photo_id).values(**stat_values(info)))
+    """The stat (and EXIF facts) of a stored photo; a described photo whose place changed (one from before places,
+    touched: same content, new mtime) gets its BM25 document rewritten with the place words."""
+    before = _place(s, photo_id) if "gps" in info else None
+    vals = stat_values(info)
+    s.execute(update(Photo).where(Photo.id == photo_id).values(**vals))
+    if "place" in vals and vals["place"] != before and s.execute(
+            select(Photo.caption).where(Photo.id == photo_id, Photo.error.is_(None))).scalar() is not None:
+        bm25.upsert_documents(s, [stored_document(s, photo_id)])
 
 
 def move_photo(s, photo_id: int, path: str, info: dict) -> None:
@@ -174,7 +209,7 @@ def write_description(s, photo_id: int, d: Description, version: str | None, at:
         **(d.labels.columns() if d.labels is not None else NO_LABELS),
     ))
     set_cells(s, photo_id, d.cells)
-    return _document(photo_id, captions, tags)
+    return _document(photo_id, captions, tags, _place(s, photo_id))
 
 
 def copy_description(s, src: int, dst: int, at: datetime) -> Document:
@@ -194,7 +229,7 @@ def copy_description(s, src: int, dst: int, at: datetime) -> Document:
         visual_embedding=row.visual_embedding,
     ))
     set_cells(s, dst, cells)
-    return _document(dst, captions, tags)
+    return _document(dst, captions, tags, _place(s, dst))
 
 
 def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime, version: str | None = None) -> bool:
@@ -211,12 +246,14 @@ def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime,
         st = None
     vals = dict(size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0, error=reason, caption=None,
                 model_version=version, caption_embedding=None, image_embedding=None, indexed_at=at, width=None,
-                height=None, taken_at=None, **NO_LABELS)
+                height=None, taken_at=None, gps_lat=None, gps_lon=None, place=None, places_version=None,
+                ocr_text=None, ocr_version=None, **NO_LABELS)
     if photo_id is not None:
         replace_terms(s, photo_id, (), ())
         set_cells(s, photo_id, None)
         s.execute(update(Photo).where(Photo.id == photo_id).values(**vals))
         bm25.delete_documents(s, [photo_id])
+        bm25.delete_documents(s, [photo_id], bm25.OCR_TABLE)
     else:
         s.add(Photo(path=path, folder=os.path.dirname(path), **vals))
     return True
@@ -232,11 +269,41 @@ def write_labels(s, photo_id: int, labels: Labels) -> Document:
         s.execute(Tag.__table__.insert(), [
             {"photo_id": photo_id, "kind": "region", "term": t, "score": float(sc)} for t, sc in region])
     s.execute(update(Photo).where(Photo.id == photo_id).values(**labels.columns()))
+    return stored_document(s, photo_id)
+
+
+def stored_document(s, photo_id: int) -> Document:
+    """The photo's BM25 document, rebuilt from what is stored (captions, tags, place)."""
     captions = [(c.rank, c.text, c.score) for c in s.execute(
         select(Caption).where(Caption.photo_id == photo_id).order_by(Caption.rank)).scalars()]
     tags = [(t.kind, t.term, t.score) for t in s.execute(
         select(Tag).where(Tag.photo_id == photo_id).order_by(literal_column("tags.rowid"))).scalars()]
-    return _document(photo_id, captions, tags)
+    return _document(photo_id, captions, tags, _place(s, photo_id))
+
+
+def write_place(s, photo_id: int, gps) -> Document | None:
+    """Give an already described photo its GPS position and place (re-read from its EXIF: an upgrade that needs
+    no re-captioning); returns its BM25 document when the place words changed it, else None."""
+    before = _place(s, photo_id)
+    vals = place_values(gps)
+    s.execute(update(Photo).where(Photo.id == photo_id).values(**vals))
+    return stored_document(s, photo_id) if vals["place"] != before else None
+
+
+def write_ocr(s, photo_id: int, text: str | None, version: str | None) -> None:
+    """Store the text read in the photo (indexer/ocr.py; None with version None: not read, e.g. its content
+    changed and OCR is off) and its document in the text's own BM25 table (only photos with text have one)."""
+    s.execute(update(Photo).where(Photo.id == photo_id).values(ocr_text=text, ocr_version=version))
+    if text and text.strip():
+        bm25.upsert_documents(s, [(photo_id, text)], bm25.OCR_TABLE)
+    else:
+        bm25.delete_documents(s, [photo_id], bm25.OCR_TABLE)
+
+
+def copy_ocr(s, src: int, dst: int) -> None:
+    """Give photo ``dst`` the text read in photo ``src`` (same content)."""
+    text, version = s.execute(select(Photo.ocr_text, Photo.ocr_version).where(Photo.id == src)).one()
+    write_ocr(s, dst, text, version)
 
 
 def remove_photos(s, ids: Sequence[int]) -> None:

@@ -1,0 +1,193 @@
+"""The shard rows the Ray job writes (RUN_DIR/shards/<attempt>/*.parquet) and reading them back.
+
+One row per photo submitted: what the manifest said about it (path, reason, photo id, size, mtime_ns at
+planning), the model version, and either ``error`` (it could not be decoded or described) or the decode info
+(JSON: size, mtime_ns and SHA-256 at decode time, width, height, EXIF date and GPS) and the description.
+Vectors are ``fixed_size_list<float32>[384]`` (not Ray's tensor extension type: any Parquet reader reads
+them), the cells and packed labels plain ``binary``. Rows are keyed on (path, content hash, model version).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imgsearch.store import writes
+from imgsearch.store.models import pack_vector
+
+log = logging.getLogger(__name__)
+
+DIM = 384
+VECTOR = pa.list_(pa.float32(), DIM)
+SCORED = pa.list_(pa.struct([("text", pa.string()), ("score", pa.float64())]))
+
+MANIFEST_SCHEMA = pa.schema([
+    ("path", pa.string()),          # the library's path of the photo
+    ("reason", pa.string()),        # new | changed | stale | retry | labels (indexer/plan.WorkItem.reason)
+    ("photo_id", pa.int64()),       # the row at this path, if any
+    ("size", pa.int64()),           # at planning
+    ("mtime_ns", pa.int64()),
+    ("content_hash", pa.string()),  # the stored SHA-256 when known (stale / labels / retry), else null
+])
+
+SHARD_SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("reason", pa.string()),
+    ("photo_id", pa.int64()),
+    ("size", pa.int64()),
+    ("mtime_ns", pa.int64()),
+    ("model_version", pa.string()),
+    ("content_hash", pa.string()),      # at decode (null when it could not be read)
+    ("error", pa.string()),             # why it could not be decoded / described; null: described
+    ("info", pa.string()),              # the decode info, JSON (indexer/loader.decode_one)
+    ("captions", SCORED),
+    ("tags", SCORED),
+    ("keywords", pa.list_(pa.string())),
+    ("caption_embedding", VECTOR),
+    ("image_embedding", VECTOR),
+    ("cells", pa.binary()),
+    ("labels", pa.binary()),
+    ("label_embedding", VECTOR),
+    ("region_tags", SCORED),
+    ("visual_embedding", VECTOR),
+    ("labels_version", pa.string()),
+])
+
+KEY_COLUMNS = ["path", "size", "mtime_ns", "model_version", "content_hash", "error"]
+
+
+def shard_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Every shard file of every attempt, oldest attempt first (attempt folders sort by their time stamp)."""
+    root = Path(run_dir) / "shards"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("*/*.parquet") if p.is_file())
+
+
+def read_keys(run_dir: str | os.PathLike) -> Iterator[dict]:
+    """The key columns of every readable shard row (what a resumed run needs to know)."""
+    for f in shard_files(run_dir):
+        table = _read(f, KEY_COLUMNS)
+        if table is not None:
+            yield from table.to_pylist()
+
+
+def iter_rows(run_dir: str | os.PathLike, batch_rows: int = 2048) -> Iterator[list[dict]]:
+    """Every readable shard row, streamed in lists of at most ``batch_rows``, newest attempt first (so a photo
+    described twice is taken from its latest attempt). A file that cannot be read (the last one of a killed
+    run) is skipped with a warning: its photos have no row and are submitted again by the next run."""
+    for f in reversed(shard_files(run_dir)):
+        try:
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                yield _rows(batch)
+        except (OSError, pa.ArrowException) as e:
+            log.warning("skipping unreadable shard %s: %s", f, e)
+
+
+VECTOR_COLUMNS = ("caption_embedding", "image_embedding", "label_embedding", "visual_embedding")
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict]:
+    """The batch as dicts, its vectors as packed float32 bytes (as the store keeps them: no Python floats)."""
+    names = [n for n in VECTOR_COLUMNS if n in batch.schema.names]
+    rest = batch.select([n for n in batch.schema.names if n not in names])
+    rows = rest.to_pylist()
+    for name in names:
+        col = batch.column(name)
+        n = len(col)
+        vals = np.asarray(col.values.slice(col.offset * DIM, n * DIM).to_numpy(zero_copy_only=False), dtype="<f4")
+        vals = vals.reshape(n, DIM)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        for i, row in enumerate(rows):
+            row[name] = vals[i].tobytes() if valid[i] else None
+    return rows
+
+
+def _read(f: Path, columns: list[str]):
+    try:
+        return pq.read_table(f, columns=columns)
+    except (OSError, pa.ArrowException) as e:
+        log.warning("skipping unreadable shard %s: %s", f, e)
+        return None
+
+
+# ---------------------------------------------------------------------------- rows ↔ descriptions
+
+def _vec(v) -> list[float] | None:
+    if v is None:
+        return None
+    a = np.asarray(v, dtype=np.float32).reshape(-1)
+    if a.shape[0] != DIM:
+        raise ValueError(f"a vector of {a.shape[0]} values, the shards hold {DIM}")
+    return a.tolist()
+
+
+def _scored(pairs) -> list[dict]:
+    return [{"text": str(t), "score": float(s)} for t, s in pairs]
+
+
+def described_row(base: dict, info: dict, d, caption_vec, labels_version: str) -> dict:
+    """A shard row for a photo the captioner described (``d``: model/captioner.Description)."""
+    has_labels = getattr(d, "labels", None) is not None
+    return {**base, "content_hash": info["content_hash"], "error": None, "info": json.dumps(info),
+            "captions": _scored(d.captions), "tags": _scored(d.tags), "keywords": [str(k) for k in d.keywords],
+            "caption_embedding": _vec(caption_vec), "image_embedding": _vec(getattr(d, "image_embedding", None)),
+            "cells": getattr(d, "cells", None), "labels": d.labels if has_labels else None,
+            "label_embedding": _vec(d.label_embedding) if has_labels else None,
+            "region_tags": _scored(d.region_tags) if has_labels else [],
+            "visual_embedding": _vec(getattr(d, "visual_embedding", None)) if has_labels else None,
+            "labels_version": labels_version if has_labels else None}
+
+
+def failed_row(base: dict, error: str, info: dict | None = None) -> dict:
+    """A shard row for a photo that could not be decoded or described."""
+    info = info or {}
+    return {**base, "content_hash": info.get("content_hash"), "error": error,
+            "info": json.dumps(info) if info else None, "captions": [], "tags": [], "keywords": [],
+            "caption_embedding": None, "image_embedding": None, "cells": None, "labels": None,
+            "label_embedding": None, "region_tags": [], "visual_embedding": None, "labels_version": None}
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+
+
+def _packed(v) -> bytes | None:
+    """A vector of a row, as float32 bytes (rows read by iter_rows already hold bytes)."""
+    return v if v is None or isinstance(v, bytes) else pack_vector(v)
+
+
+def _array(v) -> np.ndarray | None:
+    if v is None:
+        return None
+    return np.frombuffer(v, dtype="<f4") if isinstance(v, bytes) else np.asarray(v, dtype=np.float32)
+
+
+def labels_tuple(row: dict):
+    """(packed, label vector, region tags, visual vector) as the runner's label step gives them, or None."""
+    if row.get("labels") is None:
+        return None
+    return (row["labels"], _array(row["label_embedding"]), [(r["text"], r["score"]) for r in row["region_tags"]],
+            _array(row["visual_embedding"]))
+
+
+def description(row: dict) -> writes.Description:
+    """The stored form of a described row (what IndexRunner._describe would have made of it)."""
+    from imgsearch.model.labels import LABELS_VERSION
+
+    labels = None
+    if row.get("labels") is not None:
+        labels = writes.Labels(row["labels"], _packed(row["label_embedding"]),
+                               [(r["text"], r["score"]) for r in row["region_tags"]],
+                               row["labels_version"] or LABELS_VERSION, _packed(row["visual_embedding"]))
+    return writes.Description(
+        [(c["text"], c["score"]) for c in row["captions"]], [(t["text"], t["score"]) for t in row["tags"]],
+        list(row["keywords"]), _packed(row["caption_embedding"]), _packed(row["image_embedding"]),
+        row["cells"], labels)
