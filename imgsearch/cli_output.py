@@ -1,5 +1,5 @@
 """What the CLI prints for people: rich tables (on stdout) of index reports, hits, status, captions and
-retrieval scores. Machine output: the tab-separated query lines stay in ``cli.py``; ``--json`` is printed
+retrieval scores. Machine output: the tab-separated query lines stay in ``cli/search_cmds.py``; ``--json`` is printed
 with :func:`print_json` (valid UTF-8 whatever the file names).
 Imports rich only when something is printed; never imports torch."""
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One tree for every error imgsearch raises on purpose.
 
 Each kind says what went wrong in one line and how the front ends report it: the CLI maps
-:attr:`ImgsearchError.exit_code` (in ``cli.py``, one place), the web server
+:attr:`ImgsearchError.exit_code` (in ``cli/common.py``, one place), the web server
 :attr:`ImgsearchError.http_status` (in ``serve/app.py``, one place). Anything else that escapes is a
 bug and is shown as such.
 

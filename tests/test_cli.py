@@ -142,7 +142,7 @@ def test_index_draws_the_cli_progress_bar(tmp_path, tiny_model, monkeypatch):
     """`index` hands the CLI's progress_bar() callback to Library.index (not with --quiet or --json)."""
     import contextlib
 
-    import imgsearch.cli as cli
+    import imgsearch.cli.library_cmds as cli
 
     calls, opened = [], []
 

@@ -72,7 +72,7 @@ class VectorCache:
         try:
             if not _same_library(VectorIndex.read_header(self.path).get("revision"), rev):
                 return None
-            return VectorIndex.load(self.path)
+            return self._exact(VectorIndex.load(self.path))
         except Exception:  # noqa: BLE001 - missing or damaged: the caller rebuilds
             return None
 
@@ -98,9 +98,10 @@ class VectorCache:
 
     def _open(self, rev: str, index_type: str | None = None):
         """The file if it is at ``rev`` (and of ``index_type``, when given), else rebuilt from the store —
-        flat, or IVF-SQ8 for large libraries (dense.choose_index_type) — and saved."""
+        flat, IVF-SQ8 for large libraries, IVF-PQ (re-ranked with the stored vectors) for very large ones
+        (dense.choose_index_type) — and saved."""
         if self.read_from is not None and (own := _current_file(self.read_from, rev, index_type)) is not None:
-            return own
+            return self._exact(own)
         counted: list[int] = []
 
         def count() -> int:   # counting a million rows costs about a second: only when a rebuild needs it, once
@@ -110,7 +111,16 @@ class VectorCache:
 
         return VectorIndex.open(self.path, rev, lambda: stored.iter_vectors(self.store, self.kind), dim=EMBED_DIM,
                                 index_type=index_type, count=count,
-                                sample=lambda m: stored.sample_vectors(self.store, self.kind, m, count()))
+                                sample=lambda m: stored.sample_vectors(self.store, self.kind, m, count()),
+                                exact_vectors=self._read_exact)
+
+    def _read_exact(self, ids):
+        """The stored vectors of ``ids`` (an IVF-PQ index re-ranks its candidates with them)."""
+        return stored.read_vectors(self.store, self.kind, ids)
+
+    def _exact(self, vi):
+        vi.exact_vectors = self._read_exact
+        return vi
 
     def update(self, rev0: str, touched: set[int]) -> None:
         """After an index run: apply its changes to the file if it was current at ``rev0`` (cheap), else
@@ -126,7 +136,7 @@ class VectorCache:
             vi = None
             if file_rev == rev0 != rev and len(touched) < PATCH_MAX:
                 try:
-                    vi = VectorIndex.load(self.path)
+                    vi = self._exact(VectorIndex.load(self.path))
                 except Exception:  # noqa: BLE001 - a damaged file of any kind is rebuilt below
                     vi = None
             if vi is None or vi.dim != EMBED_DIM:
@@ -142,7 +152,7 @@ class VectorCache:
                 self.path.unlink(missing_ok=True)
                 self._held = (rev, self._open(rev))
                 return
-            outgrown = vi.index_type == "ivfsq8" and len(vi) > 4 * max(vi.trained_on, 1)
+            outgrown = vi.index_type != "flat" and len(vi) > 4 * max(vi.trained_on, 1)   # IVF-SQ8 or IVF-PQ
             want = choose_index_type(len(vi), None if outgrown else vi.index_type)
             if want != vi.index_type or outgrown:   # the file is still at rev0: _open() rebuilds it
                 vi = self._open(rev, want)

@@ -17,6 +17,15 @@ Index types (pluggable via `index_type`; `choose_index_type(count)` picks one fo
             indexes would hold 3 GB in RAM and scan 1.5 GB per query. Trained on the first
             IVF_TRAIN_PER_LIST·nlist vectors of the build; rebuilt when the index has grown
             4× past what it was trained on. Recall@10 against exact search: bench/query_latency.py.
+  "ivfpq"   faiss.IndexIVFPQ(IndexFlatIP, dim, nlist, PQ_M, 8 bits, inner product): the same cells, each
+            vector as PQ_M one-byte codes (96 B + an 8-byte id instead of 384 + 8: ~1/4 of IVF-SQ8's RAM
+            and disk; PQ48 would halve that, but on near-duplicate-heavy libraries it needed 4× the
+            re-ranked candidates for the same recall: bench/ivfpq.py). Used from PQ_MIN vectors (kept down
+            to PQ_KEEP). PQ scores are coarse, so a search takes the top PQ_RERANK candidates and
+            re-scores them with their exact vectors, read by id through ``exact_vectors`` (the caches set
+            it to store/vectors.read_vectors: SQLite) — the ranking and the scores returned are exact
+            cosines over those candidates (without it: PQ scores). Trained on a sample of at least
+            IVF_TRAIN_PER_LIST·nlist and PQ_TRAIN_MIN vectors; rebuilt when grown 4× past it, like IVF-SQ8.
 
 The file format is in search/vector_file.py.
 """
@@ -46,15 +55,25 @@ IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (a
 FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
 IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
 IVF_NPROBE = 128          # cells searched per query (recall@10 against exact search: bench/query_latency.py)
+PQ_MIN = 2_000_000        # an index of this many vectors becomes IVF-PQ (~104 B per vector instead of ~392)...
+PQ_KEEP = 1_500_000       # ...and stays IVF-PQ down to this many (hysteresis), below which it is IVF-SQ8 again
+PQ_M = 96                 # PQ sub-quantisers (one byte each; 384 / 96 = 4 dimensions per sub-vector)
+PQ_NBITS = 8              # bits per sub-quantiser code (fewer for a tiny training sample: see train())
+PQ_TRAIN_MIN = 256 * 40   # training vectors the 256-centroid sub-quantisers want (FAISS: at least 39 × 256)
+PQ_RERANK = 200           # IVF-PQ candidates re-scored with their exact vectors (1M: recall@10 0.984, bench/ivfpq.py)
+IVF_TYPES = ("ivfsq8", "ivfpq")
 
 
 def choose_index_type(count: int, current: str | None = None) -> str:
-    """The index type for ``count`` vectors; ``current`` is kept inside the hysteresis band."""
+    """The index type for ``count`` vectors; ``current`` is kept inside the hysteresis bands
+    (flat / IVF-SQ8 between FLAT_MAX and IVF_MIN, IVF-PQ down to PQ_KEEP)."""
+    if count >= PQ_MIN or (current == "ivfpq" and count >= PQ_KEEP and count >= FLAT_MAX):
+        return "ivfpq"
     if count >= IVF_MIN:
         return "ivfsq8"
     if count < FLAT_MAX:
         return "flat"
-    return current if current in ("flat", "ivfsq8") else "flat"
+    return current if current == "flat" else "ivfsq8" if current in IVF_TYPES else "flat"
 
 
 def ivf_nlist(count: int) -> int:
@@ -88,7 +107,9 @@ class VectorIndex:
     """FAISS inner-product index keyed by int64 photo id."""
 
     def __init__(self, dim: int = EMBED_DIM, index_type: str = "flat", *, revision: Any = None,
-                 path: str | os.PathLike | None = None, nlist: int = 1024, nprobe: int = IVF_NPROBE):
+                 path: str | os.PathLike | None = None, nlist: int = 1024, nprobe: int = IVF_NPROBE,
+                 rerank: int = PQ_RERANK, exact_vectors: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
+                 pq_m: int = PQ_M):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, not {index_type!r}")
         self.dim = int(dim)
@@ -96,6 +117,9 @@ class VectorIndex:
         self.revision = revision
         self.path = Path(path) if path is not None else None
         self.nlist, self.nprobe, self.trained_on = int(nlist), int(nprobe), 0
+        self.pq_m, self.pq_nbits, self.rerank = int(pq_m), PQ_NBITS, int(rerank)
+        # "ivfpq": ids (n,) -> (ids found, their exact vectors (m, dim)) for re-ranking; None: PQ scores
+        self.exact_vectors = exact_vectors
         self._lock = _SharedLock()  # searches run side by side (FAISS reads are thread-safe); changes alone
         faiss = _faiss()
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)) if index_type == "flat" else self._new_ivf()
@@ -103,6 +127,9 @@ class VectorIndex:
     def _new_ivf(self):
         faiss = _faiss()
         quantizer = faiss.IndexFlatIP(self.dim)
+        if self.index_type == "ivfpq":
+            return faiss.IndexIVFPQ(quantizer, self.dim, self.nlist, self.pq_m, self.pq_nbits,
+                                    faiss.METRIC_INNER_PRODUCT)
         idx = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
                                             faiss.METRIC_INNER_PRODUCT)
         return idx                                  # (faiss's wrapper keeps a reference to the quantizer)
@@ -116,7 +143,7 @@ class VectorIndex:
         """Photo ids in the index (unordered)."""
         faiss = _faiss()
         with self._lock.shared():
-            if self.index_type == "ivfsq8":
+            if self.index_type in IVF_TYPES:
                 inv = self._index.invlists
                 parts = [faiss.rev_swig_ptr(inv.get_ids(c), inv.list_size(c)).copy()
                          for c in range(inv.nlist) if inv.list_size(c)]
@@ -141,16 +168,17 @@ class VectorIndex:
             keep = np.sort(len(ids) - 1 - last)
             ids, vecs = ids[keep], vecs[keep]
         with self._lock.exclusive():
-            if self.index_type == "ivfsq8" and not self._index.is_trained:
+            if self.index_type in IVF_TYPES and not self._index.is_trained:
                 self.train(vecs)
             if self._index.ntotal:
                 self._index.remove_ids(_faiss().IDSelectorBatch(ids))
             self._index.add_with_ids(vecs, ids)
 
     def train(self, sample) -> None:
-        """Fit the IVF cells (k-means) and the 8-bit quantiser on a sample of vectors ("ivfsq8" only).
-        With fewer sample vectors than cells, the cell count shrinks to fit."""
-        if self.index_type != "ivfsq8":
+        """Fit the IVF cells (k-means) and the 8-bit quantiser (IVF-SQ8) or the product quantiser (IVF-PQ)
+        on a sample of vectors (IVF types only). With fewer sample vectors than cells, the cell count shrinks
+        to fit; with fewer than 4 × 256, so do the PQ codes (bits per sub-quantiser)."""
+        if self.index_type not in IVF_TYPES:
             return
         faiss = _faiss()
         x = _as_vecs(sample, self.dim)
@@ -160,11 +188,19 @@ class VectorIndex:
             if self._index.ntotal:
                 raise RuntimeError("the IVF index already holds vectors; build a new one to retrain")
             nlist = max(1, min(self.nlist, len(x) // 4 or 1))
-            if nlist != self.nlist:
-                self.nlist = nlist
+            nbits = self.pq_nbits
+            if self.index_type == "ivfpq":
+                nbits = max(1, min(PQ_NBITS, int(np.log2(max(len(x) // 4, 2)))))
+            if nlist != self.nlist or nbits != self.pq_nbits:
+                self.nlist, self.pq_nbits = nlist, nbits
                 self._index = self._new_ivf()
             self._index.cp.niter = 10
             self._index.cp.max_points_per_centroid = IVF_TRAIN_PER_LIST
+            if self.index_type == "ivfpq":   # PQ_M small k-means: 10 rounds on 64 points per centroid
+                self._index.pq.cp.niter = 10
+                self._index.pq.cp.max_points_per_centroid = 64
+                if len(x) < PQ_TRAIN_MIN:       # a small library: the sample is all there is (no warning)
+                    self._index.pq.cp.min_points_per_centroid = 1
             self._index.train(x)
 
     def remove(self, ids) -> int:
@@ -199,6 +235,9 @@ class VectorIndex:
                 D = np.full((len(q), max(k, 0)), -np.inf, dtype=np.float32)
             elif self.index_type == "ivfsq8":
                 I, D = self._search_ivf(q, k, allowed)
+            elif self.index_type == "ivfpq":
+                I, D = self._search_ivf(q, max(k, self.rerank), allowed)
+                I, D = self._rerank(q, I, D, k)
             elif allowed is not None and len(allowed) <= EXACT_MAX:
                 I, D = self._search_exact(q, k, allowed)
             else:
@@ -234,6 +273,33 @@ class VectorIndex:
             params = faiss.SearchParametersIVF(nprobe=nprobe, sel=faiss.IDSelectorBatch(allowed))
         D, I = self._index.search(q, kk, params=params)
         return self._pad(I, D, k)
+
+    def _rerank(self, q, I, D, k):
+        """The top k of each row's candidates by exact inner product with their stored vectors (candidates
+        whose vector is no longer stored are dropped); without ``exact_vectors``, the first k by PQ score."""
+        fetch = self.exact_vectors
+        cand = np.unique(I[I >= 0])
+        if fetch is None or len(cand) == 0:
+            return self._pad(I[:, :k], D[:, :k], k)
+        got, vecs = fetch(cand)
+        got = _as_ids(got)
+        vecs = _as_vecs(vecs, self.dim) if len(got) else np.empty((0, self.dim), np.float32)
+        order = np.argsort(got, kind="stable")
+        got, vecs = got[order], vecs[order]
+        outI = np.full((len(q), k), -1, dtype=np.int64)
+        outD = np.full((len(q), k), -np.inf, dtype=np.float32)
+        if len(got) == 0:
+            return outI, outD
+        for r in range(len(q)):
+            row = I[r][I[r] >= 0]
+            j = np.minimum(np.searchsorted(got, row), len(got) - 1)
+            ok = got[j] == row
+            row, j = row[ok], j[ok]
+            s = vecs[j] @ q[r]
+            best = np.lexsort((row, -s))[:k]  # score desc, id asc
+            outI[r, :len(best)] = row[best]
+            outD[r, :len(best)] = s[best]
+        return outI, outD
 
     def _search_exact(self, q, k, allowed):
         """Exact scores over a small allowed set by reconstructing its vectors."""
@@ -297,6 +363,10 @@ class VectorIndex:
         if h["index_type"] == "ivfsq8":
             if not isinstance(index, faiss.IndexIVFScalarQuantizer) or index.nlist != self.nlist:
                 raise ValueError(f"{path}: not an IVF-SQ8 index with {self.nlist} cells")
+        elif h["index_type"] == "ivfpq":
+            if not isinstance(index, faiss.IndexIVFPQ) or index.nlist != self.nlist:
+                raise ValueError(f"{path}: not an IVF-PQ index with {self.nlist} cells")
+            self.pq_m, self.pq_nbits = int(index.pq.M), int(index.pq.nbits)
         elif not isinstance(index, faiss.IndexIDMap2):
             raise ValueError(f"{path}: not an IndexIDMap2")
         self._index = index
@@ -310,15 +380,17 @@ class VectorIndex:
               **kw) -> "VectorIndex":
         """A new index from (ids, vectors) batches.
 
-        "ivfsq8": ``count`` (the expected number of vectors) sizes the cells; ``sample(n)`` returns
+        IVF types: ``count`` (the expected number of vectors) sizes the cells; ``sample(n)`` returns
         about n vectors spread over the whole collection to train them on (default: the first
-        vectors of ``batches``)."""
-        if index_type == "ivfsq8" and "nlist" not in kw:
+        vectors of ``batches``). The rest is added batch by batch (never all in memory)."""
+        if index_type in IVF_TYPES and "nlist" not in kw:
             kw["nlist"] = ivf_nlist(count or 0)
         self = cls(dim=dim, index_type=index_type, revision=revision, **kw)
         it = iter(_iter_batches(batches))
-        if index_type == "ivfsq8":
+        if index_type in IVF_TYPES:
             need = self.nlist * IVF_TRAIN_PER_LIST
+            if index_type == "ivfpq":
+                need = max(need, PQ_TRAIN_MIN)
             train_x = _as_vecs(sample(need), dim) if sample is not None else None
             head: list[tuple[np.ndarray, np.ndarray]] = []
             if train_x is None or len(train_x) == 0:
@@ -353,7 +425,7 @@ class VectorIndex:
         try:
             h = cls.read_header(path)
             if h.get("revision") == revision and h.get("dim") == dim and index_type in (None, h.get("index_type")):
-                return cls.load(path, **{k: v for k, v in kw.items() if k == "nprobe"})
+                return cls.load(path, **{k: v for k, v in kw.items() if k in ("nprobe", "rerank", "exact_vectors")})
             log.info("vector index %s is stale (revision %r, store %r): rebuilding", path, h.get("revision"), revision)
         except FileNotFoundError:
             log.info("vector index %s missing: building", path)

@@ -22,7 +22,7 @@ from imgsearch.files import atomic_open
 
 MAGIC = b"IMGSVEC1"
 FORMAT = 1
-INDEX_TYPES = ("flat", "ivfsq8")
+INDEX_TYPES = ("flat", "ivfsq8", "ivfpq")
 
 
 def write(path: str | os.PathLike, index, header: dict) -> None:

@@ -70,3 +70,25 @@ def iter_vectors(store, kind: str, only: Sequence[int] | None = None,
                     ids, vecs = [], []
         if ids:
             yield np.asarray(ids, dtype=np.int64), np.stack(vecs)
+
+
+def read_vectors(store, kind: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids found (m,) int64, their vectors (m, EMBED_DIM) float32) of good photos among ``ids``, by id: the
+    exact vectors an IVF-PQ search re-ranks its candidates with (a hundred or so per query)."""
+    column = _column(kind)
+    ids = [int(i) for i in ids]
+    found: list[int] = []
+    vecs: list[np.ndarray] = []
+    with store.engine.connect() as conn:   # the driver's own placeholders: half the cost of an expanding bind
+        for i in range(0, len(ids), 900):
+            part = tuple(ids[i:i + 900])
+            sql = (f"SELECT id, {column} FROM photos WHERE id IN ({','.join('?' * len(part))}) "
+                   f"AND {column} IS NOT NULL AND error IS NULL")
+            for pid, blob in conn.exec_driver_sql(sql, part):
+                v = np.frombuffer(blob, dtype="<f4")
+                if v.shape[0] == EMBED_DIM:
+                    found.append(pid)
+                    vecs.append(v)
+    if not found:
+        return np.empty(0, np.int64), np.empty((0, EMBED_DIM), np.float32)
+    return np.asarray(found, dtype=np.int64), np.stack(vecs).astype(np.float32, copy=False)
