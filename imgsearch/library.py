@@ -176,14 +176,7 @@ class Library:
         from imgsearch.indexer.runner import IndexRunner      # needs them
         from imgsearch.indexer.scan import RootNotFoundError
 
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        roots = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
-        if not roots:
-            raise UserError("nothing to index: give at least one folder")
-        for r in roots:
-            if not os.path.exists(r):
-                raise UserError(f"no such folder or file: {r}")
+        roots = self._roots(paths)
         if batch_size < 1:
             raise UserError("batch size must be at least 1")
         if device is not None:

@@ -72,3 +72,15 @@ def live_server(served_library):
     with LiveServer(create_app(lib, warm_up=True)) as srv:
         yield srv
     lib.close()
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """The CLI loads the shipped checkpoint; make it load the tiny test captioner instead."""
+    from imgsearch.model.captioner import Captioner
+    from imgsearch.models import Models
+
+    cap = tiny_captioner(0)
+    monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
+    monkeypatch.setattr(Models, "version", lambda self: cap.version)
+    return cap

@@ -46,3 +46,12 @@ def check_consistent(db: Path) -> None:
             assert cap is None and emb is None and n_caps == 0, pid
     orphans = rows(db, "SELECT count(*) FROM captions WHERE photo_id NOT IN (SELECT id FROM photos)")[0][0]
     assert orphans == 0
+
+
+def captioner_with_projection():
+    """The tiny captioner with a (random, untrained) photo projection: photos get image embeddings too."""
+    from imgsearch.model.projection import ProjectionConfig, build_projection
+
+    cap = tiny_captioner(0)
+    cap.projection = build_projection(ProjectionConfig(hidden=64, attn_dim=32)).eval()
+    return cap

@@ -13,18 +13,11 @@ from imgsearch.search import bm25, caches
 from imgsearch.search.bm25_cache import BM25Cache
 from imgsearch.search import dense as D
 from imgsearch.search.dense import VectorIndex
-from libtools import make_set, rows, tiny_captioner
+from libtools import captioner_with_projection, make_set, rows, tiny_captioner
 
 KW = dict(batch_size=8, workers=0, progress=False)
 KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "gradient", "sky", "marker"]
 
-
-def captioner_with_projection():
-    from imgsearch.model.projection import ProjectionConfig, build_projection
-
-    cap = tiny_captioner(0)
-    cap.projection = build_projection(ProjectionConfig(hidden=64, attn_dim=32)).eval()
-    return cap
 
 
 def fts(db, text, k):

@@ -9,22 +9,9 @@ from typer.testing import CliRunner
 
 from imgsearch import Library
 from imgsearch.cli import app
-from libtools import make_set, tiny_captioner
+from libtools import make_set
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def tiny_model(monkeypatch):
-    """The CLI loads the shipped checkpoint; use the tiny test captioner instead."""
-    from imgsearch.model.captioner import Captioner
-
-    cap = tiny_captioner(0)
-    monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
-    from imgsearch.models import Models
-
-    monkeypatch.setattr(Models, "version", lambda self: cap.version)
-    return cap
 
 
 def run(*args):

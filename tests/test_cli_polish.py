@@ -20,7 +20,7 @@ from imgsearch.cli import app
 from imgsearch.errors import UserError
 from imgsearch.hits import Hit
 from imgsearch.limits import MAX_QUERY_CHARS
-from libtools import make_set, tiny_captioner
+from libtools import make_set
 
 runner = CliRunner()
 IMGSEARCH = Path(sys.executable).parent / "imgsearch"   # the console script `pip install` made
@@ -37,15 +37,6 @@ def cli(*args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(IMGSEARCH), *map(str, args)], capture_output=True, timeout=120, **kw)
 
 
-@pytest.fixture
-def tiny_model(monkeypatch):
-    from imgsearch.model.captioner import Captioner
-    from imgsearch.models import Models
-
-    cap = tiny_captioner(0)
-    monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
-    monkeypatch.setattr(Models, "version", lambda self: cap.version)
-    return cap
 
 
 # ---------------------------------------------------------------------------- --version, completion

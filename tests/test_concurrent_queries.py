@@ -223,3 +223,17 @@ def test_a_search_never_waits_for_thumbnails(server, served_library, monkeypatch
         release.set()
         for t in fetches:
             t.join(WAIT_S)
+
+
+def test_the_web_server_gives_each_query_half_the_cores_for_scoring(tmp_path):
+    """One query at a time (CLI, API) scores on every core; the web server, whose queries run side by side,
+    asks the scorer for half of them (Models.scorer_threads) before its first query."""
+    import os
+
+    from imgsearch import Library
+    from imgsearch.serve.app import create_app
+
+    with Library(tmp_path / "library.db") as lib:
+        assert lib.models.scorer_threads is None
+        create_app(lib)
+        assert lib.models.scorer_threads == max(1, (os.cpu_count() or 1) // 2)

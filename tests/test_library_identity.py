@@ -4,7 +4,6 @@ reaches the same revision; and a cache whose vectors do not match the store is r
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
@@ -13,18 +12,11 @@ from imgsearch.paths import bm25_cache_path, captions_faiss_path, images_faiss_p
 from imgsearch.search import caches
 from imgsearch.search.dense import VectorIndex
 from imgsearch.store.db import make_engine, migrate, open_store
-from libtools import make_set, rows, tiny_captioner
+from libtools import captioner_with_projection, make_set, rows
 
 KW = dict(batch_size=4, workers=0, progress=False)
 KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "gradient", "sky", "marker"]
 
-
-def captioner_with_projection():
-    from imgsearch.model.projection import ProjectionConfig, build_projection
-
-    cap = tiny_captioner(0)
-    cap.projection = build_projection(ProjectionConfig(hidden=64, attn_dim=32)).eval()
-    return cap
 
 
 def library_id(db) -> str:

@@ -35,18 +35,6 @@ TESTS = Path(__file__).resolve().parent
 runner = CliRunner()
 
 
-@pytest.fixture
-def tiny_model(monkeypatch):
-    """The CLI loads the shipped checkpoint; use the tiny test captioner instead (as in test_cli.py)."""
-    from imgsearch.model.captioner import Captioner
-    from imgsearch.models import Models
-
-    cap = tiny_captioner(0)
-    monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
-    monkeypatch.setattr(Models, "version", lambda self: cap.version)
-    return cap
-
-
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -284,10 +284,11 @@ class QueryScorer:
             return None
         # worker threads spin within a run (many small ops) but stop when it ends: the next query's MiniLM
         # and BM25 need these cores (spinning on: scoring 9.5 ms but the next MiniLM 6 -> 10 ms; off: 12 ms).
-        # Half the cores (1 on 2), as MiniLM: concurrent web queries each score on their own thread (2 threads
-        # per run cost a third more CPU per query on a busy 2-core machine: bench/serve_load.py)
+        # Default: every core up to 4 (one query: 30 photos in 6.2 ms on 2 cores, 10.7 ms on one); the web
+        # server asks for half (Models.scorer_threads): concurrent queries each score on their own core (2
+        # threads per run cost a third more CPU per query on a busy 2-core machine: bench/serve_load.py)
         try:
-            sess = ort_session(path, max(1, int(threads or min(4, (os.cpu_count() or 2) // 2))),
+            sess = ort_session(path, max(1, int(threads or min(4, os.cpu_count() or 1))),
                                config={"session.force_spinning_stop": "1"})
             vocab, max_len = Vocab(list(info["vocab"])), int(info["max_len"])
         # broad: onnxruntime's own exception types for a bad graph; KeyError/TypeError for a bad .json

@@ -263,6 +263,8 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
 
     owns = not isinstance(library, Library)
     lib = Library(library, create=False) if owns else library
+    if lib.models.scorer_threads is None:   # concurrent queries: each scores on its own core (models.py)
+        lib.models.scorer_threads = max(1, _CORES // 2)
     query_slots = threading.BoundedSemaphore(QUERY_SLOTS)  # concurrent queries (caches load once, under their lock)
     files: list[ThreadPoolExecutor] = []    # the files pool, made on first use, shut down with the app
     files_lock = threading.Lock()
