@@ -20,7 +20,9 @@ except ImportError:  # pragma: no cover - Windows: stale temporary files are tol
     fcntl = None
 
 TEMP_SUFFIXES = (".tmp", ".tmp-wal", ".tmp-shm", ".tmp-journal")   # ours, and SQLite's beside a new library
-STALE_AFTER_S = 2.0 if fcntl is not None else 3600.0   # an unlocked temporary file this old is a dead writer's
+# An unlocked temporary file this old is a dead writer's: a live writer locks its file microseconds after making
+# it (lock_temp), so half a second is a wide margin; where there are no locks, only age tells.
+STALE_AFTER_S = 0.5 if fcntl is not None else 3600.0
 
 
 def cache_dir() -> Path:

@@ -192,6 +192,7 @@ def test_a_temp_file_too_fresh_to_remove_at_open_goes_at_the_end_of_the_index_ru
     STALE_AFTER_S then, and may be a live writer's): the run removes it when it ends, whatever it wrote."""
     pics, db = small_library(tmp_path, 2)
     left = _touch(db.parent / "library.db.visual.faiss.j5tk1ld.tmp")
+    _aged(left, -3600)                             # as fresh as can be when the library opens
     with Library(db, captioner=tiny_captioner(0)) as lib:
         assert left.exists()                       # fresh at open: kept
         _aged(left)                                # ... the run takes its time
