@@ -104,14 +104,6 @@ def main() -> None:
         use = {k: w for k, w in weights.items() if w > 0}
         return [i for i, _ in fuse_lists({k: top(k, vecs[k], exclude) for k in use}, use)]
 
-    def ap_of(order: list[int], rel: set[int]) -> float:
-        hits, total = 0, 0.0
-        for r, i in enumerate(order, 1):
-            if i in rel:
-                hits += 1
-                total += hits / r
-        return total / len(rel)
-
     print(machine())
     print(f"{args.captions}: {n} photos, crops of {args.crop:.0%} windows, {len(groups)} same-noun groups")
     print("weights                                               | crop R@1  R@5    R@10  (halves R@10) | same-thing mAP")
@@ -126,7 +118,7 @@ def main() -> None:
         r = np.asarray(ranks)
         aps = []
         for rel in groups:
-            aps.append(np.mean([ap_of(ranked(weights, {k: sig[k][q] for k in KINDS}, exclude=q),
+            aps.append(np.mean([shortq.average_precision(ranked(weights, {k: sig[k][q] for k in KINDS}, exclude=q),
                                       {x for x in rel if x != q}) for q in rel[:20]]))
         label = " ".join(f"{k}={w:g}" for k, w in weights.items())
         h = " ".join(f"{np.mean(r[m] <= 10):.3f}" for m in halves)

@@ -45,6 +45,15 @@ def _count(db: Path) -> int:
         return 0
 
 
+def _wait_for_a_batch(proc: subprocess.Popen, db: Path, timeout: float = 120) -> None:
+    """Until the indexer in ``proc`` has committed its first batch (2 photos)."""
+    deadline = time.monotonic() + timeout
+    while _count(db) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the indexer never committed a batch"
+        time.sleep(0.05)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_killed_run_is_completed_by_the_next(tmp_path):
     folder = tmp_path / "pics"
@@ -56,11 +65,7 @@ def test_killed_run_is_completed_by_the_next(tmp_path):
 
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while _count(db) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the indexer never committed a batch"
-            time.sleep(0.05)
+        _wait_for_a_batch(proc, db)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -123,11 +128,7 @@ def test_sigterm_stops_an_index_run_like_ctrl_c(tmp_path):
     script.write_text(TERM_SCRIPT.format(db=str(db), folder=str(folder), model=str(model)))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while _count(db) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the indexer never committed a batch"
-            time.sleep(0.05)
+        _wait_for_a_batch(proc, db)
         os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -148,7 +148,7 @@ class ShardIngest(IndexRunner):
             caps, tags, cells, docs = [], [], [], []
             for row, d in zip(photo_rows, descs):
                 pid = ids[row["path"]]
-                captions, terms = description_rows(d)
+                captions, terms = writes.description_rows(d)
                 caps += [{"photo_id": pid, "rank": rk, "text": t, "score": sc} for rk, t, sc in captions]
                 tags += [{"photo_id": pid, "kind": k, "term": t, "score": sc} for k, t, sc in terms]
                 if d.cells is not None:
@@ -179,19 +179,6 @@ class ShardIngest(IndexRunner):
                 raise ValueError("the shard row holds no labels")
             out[pos] = lab
         return out
-
-
-def description_rows(d: writes.Description) -> tuple[list[writes.CaptionRow], list[writes.TagRow]]:
-    """The caption and tag rows store/writes.write_description stores for ``d`` (the same rules, in bulk)."""
-    terms: dict[tuple[str, str], float] = {}
-    for term, sc in d.tags:
-        k = ("tag", term)
-        terms[k] = max(float(sc), terms.get(k, float("-inf")))
-    for term in d.keywords:
-        terms.setdefault(("keyword", term), 1.0)
-    for term, sc in (d.labels.region_tags if d.labels is not None else ()):
-        terms.setdefault(("region", term), float(sc))
-    return [(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)], [(k, t, sc) for (k, t), sc in terms.items()]
 
 
 def _fresh(row: dict) -> bool:

@@ -189,8 +189,9 @@ def set_cells(s, photo_id: int, data: bytes | None) -> None:
         s.execute(PhotoCells.__table__.insert(), [{"photo_id": photo_id, "data": data}])
 
 
-def write_description(s, photo_id: int, d: Description, version: str | None, at: datetime) -> Document:
-    """Store what the captioner said about the photo; returns its BM25 document."""
+def description_rows(d: Description) -> tuple[list[CaptionRow], list[TagRow]]:
+    """The caption rows (rank, text, score) and tag rows (kind, term, score) of a description: a tag's best
+    score, then its keywords, then its region tags (a term already there keeps its row)."""
     terms: dict[tuple[str, str], float] = {}
     for term, sc in d.tags:
         k = ("tag", term)
@@ -199,8 +200,12 @@ def write_description(s, photo_id: int, d: Description, version: str | None, at:
         terms.setdefault(("keyword", term), 1.0)
     for term, sc in (d.labels.region_tags if d.labels is not None else ()):
         terms.setdefault(("region", term), float(sc))
-    captions = [(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)]
-    tags = [(k, t, sc) for (k, t), sc in terms.items()]
+    return [(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)], [(k, t, sc) for (k, t), sc in terms.items()]
+
+
+def write_description(s, photo_id: int, d: Description, version: str | None, at: datetime) -> Document:
+    """Store what the captioner said about the photo; returns its BM25 document."""
+    captions, tags = description_rows(d)
     replace_terms(s, photo_id, captions, tags)
     s.execute(update(Photo).where(Photo.id == photo_id).values(
         caption=d.captions[0][0] if d.captions else "",
