@@ -84,3 +84,12 @@ def tiny_model(monkeypatch):
     monkeypatch.setattr(Captioner, "load", classmethod(lambda cls, path=None, device="auto": cap))
     monkeypatch.setattr(Models, "version", lambda self: cap.version)
     return cap
+
+
+@pytest.fixture(scope="session")
+def query_library(tmp_path_factory):
+    """(db, pics, {file name: photo id}): tests/query_library.py's dated, captioned photos, built once and only
+    read (test_dates.py, test_exclude_combine.py)."""
+    from query_library import build
+
+    return build(tmp_path_factory.mktemp("query_library"))

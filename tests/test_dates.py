@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from imgsearch import Library
 from imgsearch.errors import UserError
 from imgsearch.search.dates import parse_bound, parse_range
-from query_library import PHOTOS, build, names
+from query_library import PHOTOS, names
 
 ALL = set(PHOTOS)
 BY_DATE = ["dogs_beaches.jpg", "cat_beach.jpg", "dog_shirt.jpg", "dog_park.jpg", "dog_beach.jpg", "car.jpg",
@@ -34,8 +34,8 @@ RANGES = [
 
 
 @pytest.fixture(scope="module")
-def dated(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("dates"))
+def dated(query_library):
+    return query_library
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from imgsearch import Library
 from imgsearch.search import filters
 from imgsearch.search.engine import combined_weights
 from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES
-from query_library import PHOTOS, build, names
+from query_library import PHOTOS, names
 
 ALL = set(PHOTOS)
 BEACH = {"dog_beach.jpg", "cat_beach.jpg", "dogs_beaches.jpg"}
@@ -26,8 +26,8 @@ EVERY_KNOWN = ("hybrid", "bm25", "dense", "image", "labels")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("exclude"))
+def built(query_library):
+    return query_library
 
 
 @pytest.fixture(scope="module")
