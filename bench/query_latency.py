@@ -392,15 +392,24 @@ def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: 
     print(f"\n== {n:,} photos ==", flush=True)
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="qbench_"))
     workdir = base / f"lib_{n}"
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    built = workdir / "built.json"  # written once the library is complete: --reuse measures it again
     res: dict = {"size": n}
+    if args.reuse and built.is_file():
+        b = json.loads(built.read_text())
+        print(f"reusing the library built in {workdir} (store build {b['store_build_s']:.1f} s then)", flush=True)
+    else:
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        b = None
     try:
-        b = build_library(n, workdir, templates, args.variants, pool_emb, emb.version, args.seed,
-                          model_version=args.model_version, cell_bank=args.cell_blobs)
+        if b is None:
+            b = build_library(n, workdir, templates, args.variants, pool_emb, emb.version, args.seed,
+                              model_version=args.model_version, cell_bank=args.cell_blobs)
+            built.write_text(json.dumps(b, default=str))
+            print(f"stub files {b['stub_files_s']:.1f} s (not counted); store build {b['store_build_s']:.1f} s",
+                  flush=True)
         res.update({k: v for k, v in b.items() if k not in ("db", "photos_dir")})
         db = Path(b["db"])
-        print(f"stub files {b['stub_files_s']:.1f} s (not counted); store build {b['store_build_s']:.1f} s", flush=True)
 
         t = time.perf_counter()
         lib = Library(db, create=False)
@@ -549,6 +558,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", help="build libraries here (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the built libraries")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure a library a --keep run left in --workdir instead of building it again")
     ap.add_argument("--json", default=str(RESULTS / "query_latency.json"))
     ap.add_argument("--cell-bank", type=int, default=256, help="distinct random re-ranking cell grids (0: no cells, "
                     "hybrid queries are then not re-ranked)")

@@ -53,6 +53,31 @@ def test_revision_bumps_only_on_commit(tmp_path):
     store.close()
 
 
+def test_revision_follows_commits_of_other_connections_and_processes(tmp_path):
+    """Store.revision() re-reads meta.revision only when PRAGMA data_version says the file changed: it must
+    still see every commit — this store's, another store's in this process, another process's — at once."""
+    import subprocess
+    import sys
+
+    a, b = open_store(tmp_path / "l.db"), open_store(tmp_path / "l.db")
+    r0 = a.revision()
+    assert a.revision() == r0                       # unchanged: the remembered value
+    with b.write() as s:
+        bump_revision(s)
+    assert a.revision() == r0 + 1                   # another connection's commit
+    with a.write() as s:
+        bump_revision(s)
+    assert a.revision() == b.revision() == r0 + 2   # its own (through the pool's connections)
+    code = ("import sys; from imgsearch.store import open_store, bump_revision\n"
+            "st = open_store(sys.argv[1])\n"
+            "with st.write() as s: bump_revision(s)\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "l.db")], check=True)
+    assert a.revision() == r0 + 3                   # another process's
+    a.close()
+    assert b.revision() == r0 + 3
+    b.close()
+
+
 def test_cascade_and_unique_path(tmp_path):
     store = open_store(tmp_path / "l.db")
     with store.write() as s:

@@ -30,8 +30,8 @@ from imgsearch.model.rerank import rerank, unpack_cells
 from imgsearch.paths import resolve_root
 from imgsearch.search import bm25, relevance
 from imgsearch.search.filters import Excluding, Filters, InFolder, split_query
-from imgsearch.search.dates import iso, photo_date
 from imgsearch.search.duplicates import Collapse
+from imgsearch.search.hitlist import Details, make_hits
 from imgsearch.search.fuse import fuse
 from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK, label_weight, rerank_weight
 from imgsearch.store import queries
@@ -44,6 +44,11 @@ SORTS = ("relevance", "newest", "oldest")
 #: sort newest/oldest of a text or like query: the best SORT_DEPTH photos by relevance, ordered by date
 #: (a fixed number, whatever k, so that the first n of k=n are the first n of any larger k)
 SORT_DEPTH = 1000
+#: background worker threads per engine, for the parts of a query that can overlap: BM25 (no query vector
+#: needed) while MiniLM runs, a vector search beside the others, the re-ranked photos' rows and half of
+#: their cells while the rest are read (numpy, onnxruntime, FAISS and SQLite release the GIL). A query takes
+#: an idle one or does the part itself, so concurrent queries never queue for them.
+WORKERS = 2
 
 
 def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
@@ -86,8 +91,8 @@ def by_date(hits: list[Hit], newest: bool) -> list[Hit]:
 class QueryEngine:
     def __init__(self, store, caches, models):
         self.store, self.caches, self.models = store, caches, models
-        self._pool = None            # one worker thread for the parts of a query that can overlap
-        self._free = threading.BoundedSemaphore(1)   # that worker is idle (else a query does the part itself)
+        self._pool = None            # WORKERS threads for the parts of a query that can overlap
+        self._free = threading.BoundedSemaphore(WORKERS)   # one is idle (else a query does the part itself)
         self._lock = threading.Lock()
         self._calibrated: tuple[int, bool] | None = None    # (store revision, relevance.calibrated)
 
@@ -201,15 +206,20 @@ class QueryEngine:
             weights = combined_weights(weights, MODE_SIGNALS[mode], like_vectors)
             rerank = False
         weight = rerank_weight(text, weights.get("labels", 0.0)) if mode == "hybrid" and rerank else 0.0
-        post = (lambda fused: self.rerank(text, fused, weight)) if weight > 0 else None
+        details = Details(self.store)
+        # the re-ranked photos' rows are read on the background worker while the re-ranker scores them
+        post = ((lambda fused: self.rerank(text, fused, weight, ahead=lambda ids: details.ahead(self._overlap, ids)))
+                if weight > 0 else None)
         kinds = relevance.counted(MODE_SIGNALS[mode])
         try:
             return self._collect(lists_for, k, weights, post=post,
                                  cut=lambda ranked, lists, n: relevance.cut(ranked, lists, n, kinds, bar),
-                                 done=lambda lists, n: relevance.exhausted(lists, n, kinds, bar), allowed=allowed)
+                                 done=lambda lists, n: relevance.exhausted(lists, n, kinds, bar), allowed=allowed,
+                                 details=details)
         finally:
             if early is not None:
                 early.result()
+            details.join()
 
     def signal_weights(self, text: str, qvec, mode: str) -> dict[str, float]:
         """The fusion weight of each signal for this query: FUSION["weights"], and for the label signal a
@@ -244,16 +254,24 @@ class QueryEngine:
         for this ``n``; ``weights``: signals weighted 0 there are not searched, as fusion would ignore them).
         Empty lists are left out."""
         lists: dict[str, Ranked] = {}
-        for signal in MODE_SIGNALS[mode]:
-            if weights is not None and len(MODE_SIGNALS[mode]) > 1 and weights.get(signal, 1.0) <= 0:
-                continue
-            if signal == "bm25":
-                lists["bm25"] = bm25 if bm25 is not None else self.bm25_search(text, n, allowed)
-            elif signal == "text":
-                lists["text"] = self.text_search(text, n, allowed)
-            else:
-                lists[signal] = self.dense_search(signal, qvec, n, allowed)
-        return {name: lst for name, lst in lists.items() if lst}
+        signals = [s for s in MODE_SIGNALS[mode]
+                   if weights is None or len(MODE_SIGNALS[mode]) == 1 or weights.get(s, 1.0) > 0]
+        dense = [s for s in signals if s not in ("bm25", "text")]
+        # a vector search on an idle worker while the others run here (FAISS releases the GIL)
+        aside = {s: self._overlap(self.dense_search, s, qvec, n, allowed) for s in dense[1:2]}
+        try:
+            for signal in signals:
+                if signal == "bm25":
+                    lists["bm25"] = bm25 if bm25 is not None else self.bm25_search(text, n, allowed)
+                elif signal == "text":
+                    lists["text"] = self.text_search(text, n, allowed)
+                elif aside.get(signal) is None:
+                    lists[signal] = self.dense_search(signal, qvec, n, allowed)
+        finally:
+            for signal, fut in aside.items():
+                if fut is not None:
+                    lists[signal] = fut.result()
+        return {name: lst for name in signals if (lst := lists.get(name))}
 
     def bm25_search(self, text: str, n: int, allowed: set[int] | None = None) -> Ranked:
         """BM25 over captions, keywords and tags: the precomputed scores when current, else FTS5."""
@@ -324,9 +342,11 @@ class QueryEngine:
         return {kind: np.asarray(v, dtype=np.float32) for kind, v in found.items() if v is not None}
 
     # ------------------------------------------------------------------ re-ranking
-    def rerank(self, text: str, fused: Ranked, weight: float | None = None) -> Ranked:
+    def rerank(self, text: str, fused: Ranked, weight: float | None = None,
+               ahead: Callable[[list[int]], None] | None = None) -> Ranked:
         """``fused`` with its top RERANK["depth"] re-ordered by log P(text | photo) (model/rerank.py), at
-        ``weight`` (default RERANK["weight"]; a query gets settings.rerank_weight).
+        ``weight`` (default RERANK["weight"]; a query gets settings.rerank_weight). ``ahead(ids)`` is
+        called with those photos' ids before their cells are read (the engine reads their rows meanwhile).
         Unchanged when the library has no scorer or cells, or no word of ``text`` is in the vocabulary;
         damaged cells or a broken scorer cost the query its re-ranking, never the query."""
         depth = int(RERANK["depth"])
@@ -337,7 +357,14 @@ class QueryEngine:
         if tokens is None:
             return fused
         ids = [i for i, _ in fused[:depth]]
-        blobs = queries.cells(self.store, ids, scorer.version)
+        if ahead is not None:
+            ahead(ids)
+        # the cells are random reads from a file larger than the page cache: half are read on a worker
+        half = len(ids) // 2
+        other = self._overlap(queries.cells, self.store, ids[half:], scorer.version)
+        blobs = queries.cells(self.store, ids[:half] if other is not None else ids, scorer.version)
+        if other is not None:
+            blobs.update(other.result())
         if not blobs:
             return fused
         have = [i for i in ids if i in blobs]
@@ -365,14 +392,15 @@ class QueryEngine:
     def _overlap(self, fn, *args):
         """``fn(*args)`` started on the background worker when it is idle (a Future); None when another
         query holds it: the caller then does the work itself, so concurrent queries never queue for it."""
-        if not self._free.acquire(blocking=False):
+        free = self._free
+        if not free.acquire(blocking=False):
             return None
         try:
             fut = self._background().submit(fn, *args)
         except BaseException:
-            self._free.release()
+            free.release()
             raise
-        fut.add_done_callback(lambda _f: self._free.release())
+        fut.add_done_callback(lambda _f: free.release())
         return fut
 
     def _background(self):
@@ -380,14 +408,14 @@ class QueryEngine:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-query")
+                self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="imgsearch-query")
             return self._pool
 
     def _collect(self, lists_for: Callable[[int], dict[str, Ranked]], k: int, weights: dict[str, float],
                  post: Callable[[Ranked], Ranked] | None = None,
                  cut: Callable[[Ranked, dict[str, Ranked], int], Ranked] | None = None,
                  done: Callable[[dict[str, Ranked], int], bool] | None = None,
-                 allowed: set[int] | None = None) -> list[Hit]:
+                 allowed: set[int] | None = None, details: Details | None = None) -> list[Hit]:
         """Fuse the signals' top FUSION["depth"] (then ``post``-process, e.g. re-rank, and ``cut`` the fused
         list) into the first tier of the ranking; while fewer than ``k`` photos whose file still exists
         are found, fuse the lists 4× deeper the same way and append the photos not ranked yet (the next
@@ -395,6 +423,7 @@ class QueryEngine:
         Exact copies are one hit, at a copy among ``allowed`` (the ids the query may return; None: any)."""
         n = depth = int(FUSION["depth"])
         collapse = Collapse(allowed)
+        details = Details(self.store) if details is None else details
         hits: list[Hit] = []
         seen: set[int] = set()
         last = math.inf                      # lowest score so far: a deeper tier is shifted below it
@@ -411,41 +440,14 @@ class QueryEngine:
             if tier:
                 last = tier[-1][1]
             hits += self.hits(cut(tier, lists, n) if cut is not None else tier, k - len(hits), start=len(hits),
-                              collapse=collapse)
+                              collapse=collapse, details=details)
             if len(hits) >= k or all(len(lst) < n for lst in lists.values()) or (done is not None and done(lists, n)):
                 return hits
             n *= 4
 
     def hits(self, ranked: Sequence[tuple[int, float]], k: int, start: int = 0,
-             collapse: Collapse | None = None) -> list[Hit]:
+             collapse: Collapse | None = None, details: Details | None = None) -> list[Hit]:
         """:class:`Hit`s for the first ``k`` ranked ids whose file still exists, best first, ranked from
-        ``start + 1``; exact copies of one photo are one hit (``collapse``: what this query showed already)."""
-        collapse = Collapse() if collapse is None else collapse
-        hits: list[Hit] = []
-        pos = 0
-        with self.store.session() as s:
-            while len(hits) < k and pos < len(ranked):
-                chunk = ranked[pos:pos + max(k * 2, 16)]
-                pos += len(chunk)
-                rows = queries.hit_rows(s, [i for i, _ in chunk])
-                groups = queries.copy_groups(s, [i for i, _ in chunk if i in rows])
-                keep, copies = [], {}      # exact copies: one hit, at the best-ranked copy (search/duplicates.py)
-                for i, sc in chunk:
-                    if len(keep) >= k - len(hits):
-                        break
-                    got = collapse.take(i, rows[i][0], groups.get(i)) if i in rows else None
-                    if got is not None:
-                        keep.append((got[0], sc))
-                        copies[got[0]] = got[2]
-                rows.update(queries.hit_rows(s, [i for i, _ in keep if i not in rows]))
-                terms = queries.terms_of(s, [i for i, _ in keep])
-                when = queries.dates_of(s, [i for i, _ in keep])
-                read = queries.ocr_text_of(s, [i for i, _ in keep])
-                for i, sc in keep:
-                    path, caption = rows[i]
-                    taken, source = photo_date(*when.get(i, (None, None)))
-                    hits.append(Hit(path=path, score=float(sc), caption=caption or "", keywords=terms[i]["keyword"],
-                                    id=i, tags=terms[i]["tag"], rank=start + len(hits) + 1,
-                                    taken_at=iso(taken), date_source=source, copies=copies[i],
-                                    ocr_text=read.get(i)))
-        return hits
+        ``start + 1``; exact copies of one photo are one hit (``collapse``: what this query showed already;
+        ``details``: the rows this query has read or is reading ahead; search/hitlist.py)."""
+        return make_hits(details if details is not None else Details(self.store), ranked, k, start, collapse)

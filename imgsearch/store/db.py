@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,9 @@ class Store:
     def __post_init__(self):
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
+        self._watch_lock = threading.Lock()
+        self._watch = None           # (pid, sqlite3 connection) kept to watch PRAGMA data_version
+        self._seen: tuple[int, int] | None = None     # (data_version, revision) last read
 
     def session(self) -> Session:
         """A session for reads (deferred transactions)."""
@@ -196,8 +200,37 @@ class Store:
             yield s
 
     def revision(self) -> int:
+        """``meta.revision`` now. Read from the database only when it changed since the last read: SQLite's
+        ``PRAGMA data_version``, on a connection kept for it, changes whenever another connection (in this
+        process or another) commits, and costs ~10 µs where the read costs ~0.2 ms — and every query checks
+        the revision of each cache it uses."""
+        with self._watch_lock:
+            try:
+                conn = self._watch_connection()
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if self._seen is not None and self._seen[0] == version:
+                    return self._seen[1]
+                rows = conn.execute("SELECT value FROM meta WHERE key = ?", (REVISION_KEY,)).fetchall()
+                rev = int(rows[0][0]) if rows else 0
+                self._seen = (version, rev)
+                return rev
+            except sqlite3.Error:
+                self._close_watch()
         with self.engine.connect() as conn:
             return get_revision(conn)
+
+    def _watch_connection(self):
+        if self._watch is None or self._watch[0] != os.getpid():    # never a connection made before a fork
+            raw = self.engine.raw_connection()
+            raw.detach()             # out of the pool: this one only ever runs the two reads above
+            self._watch, self._seen = (os.getpid(), raw), None
+        return self._watch[1]
+
+    def _close_watch(self) -> None:
+        watch, self._watch, self._seen = self._watch, None, None
+        if watch is not None and watch[0] == os.getpid():
+            with contextlib.suppress(Exception):
+                watch[1].close()
 
     def identity(self) -> str:
         """The library's random id (meta.library_id, given when it was created; it never changes)."""
@@ -215,6 +248,8 @@ class Store:
         return f"{self.identity()}@{self.revision()}"
 
     def close(self) -> None:
+        with self._watch_lock:
+            self._close_watch()
         self.engine.dispose()
 
 

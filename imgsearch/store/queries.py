@@ -172,6 +172,14 @@ def hit_rows(session, ids) -> dict[int, tuple[str, str | None]]:
         select(Photo.id, Photo.path, Photo.caption).where(Photo.id.in_(list(ids)), Photo.error.is_(None)))}
 
 
+def hit_details(session, ids) -> dict[int, tuple]:
+    """{id: (path, best caption, taken_at, mtime_ns, OCR text or None)} of the good photos among ``ids``: what
+    a hit shows from the photos table, in one query."""
+    return {r.id: (r.path, r.caption, r.taken_at, r.mtime_ns, r.ocr_text or None) for r in session.execute(
+        select(Photo.id, Photo.path, Photo.caption, Photo.taken_at, Photo.mtime_ns, Photo.ocr_text)
+        .where(Photo.id.in_(list(ids)), Photo.error.is_(None)))}
+
+
 def ocr_text_of(session, ids) -> dict[int, str]:
     """{id: the text read in the photo (OCR)} of the photos among ``ids`` that have some."""
     return {r.id: r.ocr_text for r in session.execute(
