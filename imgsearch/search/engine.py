@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+from concurrent.futures import Future
 from typing import Callable, Sequence
 
 import numpy as np
@@ -194,7 +195,7 @@ class QueryEngine:
 
         def lists_for(n: int):
             nonlocal early
-            pre = early.result() if early is not None and n == n0 else None
+            pre = early if n == n0 else None      # still running: joined after the vector searches
             early = None
             lists = self.ranked_lists(text, qvec, mode, n, allowed, bm25=pre, weights=weights)
             if like_vectors:
@@ -249,9 +250,11 @@ class QueryEngine:
         return bool(self.bm25_search(text, 1)) or bool(self.text_search(text, 1))
 
     def ranked_lists(self, text: str, qvec, mode: str, n: int, allowed: set[int] | None = None,
-                     bm25: Ranked | None = None, weights: dict[str, float] | None = None) -> dict[str, Ranked]:
+                     bm25: "Ranked | Future | None" = None, weights: dict[str, float] | None = None
+                     ) -> dict[str, Ranked]:
         """The per-signal ranked lists of a query, before fusion (``bm25``: that list, if already computed
-        for this ``n``; ``weights``: signals weighted 0 there are not searched, as fusion would ignore them).
+        for this ``n``, or the Future computing it: waited for after the other signals; ``weights``: signals
+        weighted 0 there are not searched, as fusion would ignore them).
         Empty lists are left out."""
         lists: dict[str, Ranked] = {}
         signals = [s for s in MODE_SIGNALS[mode]
@@ -262,7 +265,10 @@ class QueryEngine:
         try:
             for signal in signals:
                 if signal == "bm25":
-                    lists["bm25"] = bm25 if bm25 is not None else self.bm25_search(text, n, allowed)
+                    if bm25 is None:
+                        lists["bm25"] = self.bm25_search(text, n, allowed)
+                    elif not isinstance(bm25, Future):
+                        lists["bm25"] = bm25
                 elif signal == "text":
                     lists["text"] = self.text_search(text, n, allowed)
                 elif aside.get(signal) is None:
@@ -271,6 +277,10 @@ class QueryEngine:
             for signal, fut in aside.items():
                 if fut is not None:
                     lists[signal] = fut.result()
+            if isinstance(bm25, Future):
+                got = bm25.result()
+                if "bm25" in signals:
+                    lists["bm25"] = got
         return {name: lst for name in signals if (lst := lists.get(name))}
 
     def bm25_search(self, text: str, n: int, allowed: set[int] | None = None) -> Ranked:
