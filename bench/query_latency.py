@@ -304,13 +304,20 @@ def db_sizes(db: Path) -> dict:
 class Breakdown:
     """Wraps the public steps of a Library's query engine to time each component of a query."""
 
-    KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "faiss_labels", "fuse", "rerank", "rows")
+    KEYS = ("embed", "bm25", "faiss_caption", "faiss_image", "faiss_labels", "fuse", "rerank", "cells", "score",
+            "rows", "rows_read")
+    # parts overlap: BM25 and one vector search run on the engine's workers while MiniLM and the other
+    # searches run, half the cells and the re-ranked photos' rows ("rows_read") are read on them while the
+    # rest is read and scored; "rerank" includes "cells" and "score", "rows" is what building the hits waited
 
     def __init__(self, lib):
         import imgsearch.search.engine as E
 
+        import threading
+
         self.cur: dict[str, float] = {}
         self.lib = lib
+        lock = threading.Lock()       # parts also run on the engine's workers
 
         def wrap(obj, name, key_fn):
             orig = getattr(obj, name)
@@ -320,14 +327,23 @@ class Breakdown:
                 try:
                     return orig(*a, **kw)
                 finally:
-                    k = key_fn(a)
-                    self.cur[k] = self.cur.get(k, 0.0) + time.perf_counter() - t
+                    k, dt = key_fn(a), time.perf_counter() - t
+                    with lock:
+                        self.cur[k] = self.cur.get(k, 0.0) + dt
             setattr(obj, name, timed)
 
         wrap(lib.engine, "bm25_search", lambda a: "bm25")
         wrap(lib.engine, "dense_search", lambda a: "faiss_" + a[0])
         wrap(lib.engine, "hits", lambda a: "rows")
         wrap(lib.engine, "rerank", lambda a: "rerank")
+        import imgsearch.search.hitlist as HL
+        from imgsearch.store import queries as Q
+
+        wrap(HL, "read_rows", lambda a: "rows_read")
+        wrap(Q, "cells", lambda a: "cells")
+        scorer = lib.engine.scorer()
+        if scorer is not None:
+            wrap(scorer, "score", lambda a: "score")
         emb = lib.embedder()
         wrap(emb, "embed", lambda a: "embed")
         wrap(E, "fuse_lists", lambda a: "fuse")
