@@ -31,6 +31,12 @@ a 2-core CPU; open_photo JPEG decode <= 1.5x djpeg -scale 1/8.
 
     python bench/index_throughput.py                   # 96 JPEGs + 12 PNGs, default sweep
     python bench/index_throughput.py --n 16 --sweep default --naive-n 4    # smoke test
+    python bench/index_throughput.py --device cuda --n 96 --sweep default --skip naive   # on a GPU (gpu_check.sh)
+
+``--device cuda[:N]`` runs every job's models there (default: cpu, as always). The encoder then runs under float16
+autocast: Captioner.encode always uses it on CUDA (there is no switch, so no --amp/--no-amp; the report says so). On
+CUDA each timed model stage ends with torch.cuda.synchronize(), so its wall time is its own and not the next
+stage's. ``--sweep gpu`` tries larger batches and more decode workers (for a GPU machine with many cores).
 """
 
 from __future__ import annotations
@@ -105,11 +111,28 @@ def machine(with_torch: bool = True) -> dict:
     return m
 
 
+def gpu_info(device: str) -> dict:
+    """The CUDA device the models will run on (ModelError/UserError from imgsearch.devices when there is none)."""
+    import torch
+
+    from imgsearch.devices import resolve_device
+
+    dev = resolve_device(device)
+    p = torch.cuda.get_device_properties(dev)
+    return {"device": str(dev), "name": p.name, "capability": f"{p.major}.{p.minor}",
+            "memory_gib": round(p.total_memory / 2**30, 1), "count": torch.cuda.device_count(),
+            "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+
+
 def print_machine(m: dict) -> None:
     print(f"machine: {m['platform']}; python {m['python']}; CPU {m['cpu_model']} x {m['cores']} cores; "
           f"RAM {m['ram_gib']} GiB; load avg {m['loadavg_1m_at_start']}", flush=True)
     libs = ", ".join(f"{k} {m[k]}" for k in ("torch", "faiss", "onnxruntime", "numpy", "pillow", "sqlite") if k in m)
     print(f"versions: {libs}", flush=True)
+    if m.get("gpu"):
+        g = m["gpu"]
+        print(f"GPU: {g['name']} ({g['device']} of {g['count']}; capability {g['capability']}; {g['memory_gib']} GiB); "
+              f"torch CUDA {g['torch_cuda']}, cuDNN {g['cudnn']}", flush=True)
 
 
 def pct(xs, p: float) -> float:
@@ -280,7 +303,15 @@ def generate_photos(folder: Path, n_jpeg: int, n_png: int, seed: int = 0, qualit
 
 # ============================================================== child jobs
 
-def _load_models(threads: int | None):
+def _sync(device: str) -> None:
+    """On CUDA: wait for the queued kernels, so that a stage's wall time is its own (a no-op on the CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _load_models(threads: int | None, device: str = "cpu"):
     import torch
 
     if threads:
@@ -289,13 +320,14 @@ def _load_models(threads: int | None):
     from imgsearch.text.embed import TextEmbedder
 
     t = time.perf_counter()
-    cap = Captioner.load(None, device="cpu")
+    cap = Captioner.load(None, device=device)
     emb = TextEmbedder.load()
     load_s = time.perf_counter() - t
     # warm-up: first oneDNN / ORT calls allocate and pick kernels
     with torch.inference_mode():
         x = torch.zeros(2, 3, cap.image_size, cap.image_size)
         cap.describe(x, beam=3, n_best=3)
+    _sync(device)
     emb.embed(["a dog runs on the grass", "two people"])
     return cap, emb, load_s
 
@@ -312,7 +344,8 @@ def job_pipeline(job: dict) -> dict:
     from imgsearch.store import db as D
     from imgsearch.text import embed as E
 
-    cap, emb, load_s = _load_models(job.get("threads"))
+    device = job.get("device", "cpu")
+    cap, emb, load_s = _load_models(job.get("threads"), device)
     acc: dict[str, float] = {}
     calls: dict[str, int] = {}
 
@@ -324,6 +357,7 @@ def job_pipeline(job: dict) -> dict:
             try:
                 return orig(*a, **kw)
             finally:
+                _sync(device)
                 acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
                 calls[key] = calls.get(key, 0) + 1
         setattr(owner, name, timed)
@@ -381,7 +415,7 @@ def job_pipeline(job: dict) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="idxbench_"))
     try:
         db = workdir / "library.db"
-        lib = L.Library(db, models=Models(device="cpu", captioner=cap, embedder=emb))
+        lib = L.Library(db, models=Models(device=device, captioner=cap, embedder=emb))
         ru0 = rusage()
         t0 = time.perf_counter()
         c0 = time.process_time()
@@ -405,6 +439,7 @@ def job_pipeline(job: dict) -> dict:
         steady = (firsts[-1][1] - firsts[0][1]) / (firsts[-1][0] - firsts[0][0])
     return {
         "kind": "pipeline", "settings": {k: job[k] for k in ("workers", "batch", "beam", "threads")},
+        "device": str(cap.device),
         "torch_threads": __import__("torch").get_num_threads(),
         "photos": n, "failed": report.failed, "errors": report.errors[:5],
         "model_load_s": load_s, "wall_s": wall, "images_per_s": n / wall if wall else None,
@@ -429,7 +464,8 @@ def job_stages(job: dict) -> dict:
     from imgsearch.text.normalize import keywords
     from imgsearch.text.caption_vectors import caption_vectors
 
-    cap, emb, load_s = _load_models(job.get("threads"))
+    device = job.get("device", "cpu")
+    cap, emb, load_s = _load_models(job.get("threads"), device)
     paths = job["paths"]
     jpegs = [p for p in paths if p.lower().endswith(".jpg")]
     size, resize = cap.image_size, cap.resize
@@ -509,6 +545,7 @@ def job_stages(job: dict) -> dict:
             def t(key, fn):
                 w, c = time.perf_counter(), time.process_time()
                 out = fn()
+                _sync(device)
                 acc[key] += time.perf_counter() - w
                 cpu[key] += time.process_time() - c
                 return out
@@ -544,7 +581,7 @@ def job_naive(job: dict) -> dict:
     from imgsearch.model.tags import tags_from_logits
     from imgsearch.text.normalize import keywords
 
-    cap, emb, load_s = _load_models(job.get("threads"))
+    cap, emb, load_s = _load_models(job.get("threads"), job.get("device", "cpu"))
     cap.encoder_backend = "torch"   # the design document's path: the PyTorch encoder
     size, resize = cap.image_size, cap.resize
     paths = job["paths"]
@@ -576,6 +613,8 @@ SWEEPS = {
     # name: (workers, batch, main-process torch threads or None = torch default)
     "default": [(None, 32, None)],
     "full": [(None, 32, None), (1, 32, None), (2, 32, 1), (0, 32, None), (2, 64, None)],
+    # a GPU machine: larger batches, more decode workers (bench/gpu_check.sh)
+    "gpu": [(None, 32, None), (None, 128, None), (8, 128, None), (14, 256, None)],
     "wide": [(None, 32, None), (0, 32, None), (1, 32, None), (3, 32, None), (2, 32, 1), (1, 32, 1),
              (2, 16, None), (2, 64, None)],
 }
@@ -592,6 +631,7 @@ def main(argv=None):
                     help="pipeline settings to run: 'default' (Library defaults only) or 'full' (workers/batch/threads)")
     ap.add_argument("--naive-n", type=int, default=32, help="photos for the naive reference path (JPEGs)")
     ap.add_argument("--full-n", type=int, default=24, help="JPEGs for the full-resolution decode timing")
+    ap.add_argument("--device", default="cpu", help="where the models run: cpu (default) | cuda | cuda:N")
     ap.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "stages", "naive"])
     ap.add_argument("--json", default=str(RESULTS / "index_throughput.json"), help="result file")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
@@ -604,10 +644,21 @@ def main(argv=None):
         return
 
     n_png = args.n // 8 if args.png is None else args.png
+    from imgsearch.devices import parse_device, resolve_device
+    from imgsearch.errors import ImgsearchError
+
     m = machine()
+    try:
+        device = str(resolve_device(parse_device(args.device)))    # auto: cuda when torch sees a GPU
+        if device != "cpu":
+            m["gpu"] = gpu_info(device)
+    except ImgsearchError as e:      # no such GPU here: one line, before generating photos
+        sys.exit(f"index_throughput.py: {e}")
     print_machine(m)
+    where = ("CPU only" if device == "cpu" else
+             f"device {device} ({m['gpu']['name']}; encoder under float16 autocast, always on for CUDA)")
     print(f"settings: {args.n} JPEGs 4000x3000 q90 (1/3 with EXIF orientation 6) + {n_png} PNGs 2400x1600; "
-          f"beam {args.beam}; CPU only; sweep {args.sweep}; naive on {args.naive_n} JPEGs", flush=True)
+          f"beam {args.beam}; {where}; sweep {args.sweep}; naive on {args.naive_n} JPEGs", flush=True)
     keep = args.photos is not None
     folder = Path(args.photos) if keep else Path(tempfile.mkdtemp(prefix="idxbench_photos_"))
     t = time.perf_counter()
@@ -619,13 +670,16 @@ def main(argv=None):
           f"PNG median {median(png_sizes) / 1e6 if png_sizes else 0:.2f} MB", flush=True)
     out = {"machine": m, "settings": {"n_jpeg": args.n, "n_png": n_png, "beam": args.beam, "sweep": args.sweep,
                                       "naive_n": args.naive_n, "jpeg_mb_median": median(jpeg_sizes) / 1e6,
-                                      "png_mb_median": median(png_sizes) / 1e6 if png_sizes else None},
+                                      "png_mb_median": median(png_sizes) / 1e6 if png_sizes else None,
+                                      "device": device,
+                                      "amp": "float16 autocast (Captioner.encode, always on CUDA)" if device != "cpu"
+                                      else None},
            "pipeline": [], "stages": None, "naive": None}
     try:
         if "pipeline" not in args.skip:
             for workers, batch, threads in SWEEPS[args.sweep]:
                 job = {"kind": "pipeline", "folder": str(folder), "workers": workers, "batch": batch,
-                       "beam": args.beam, "threads": threads}
+                       "beam": args.beam, "threads": threads, "device": device}
                 r = child(job)
                 out["pipeline"].append(r)
                 sw = r["stage_wall_s"]
@@ -638,7 +692,7 @@ def main(argv=None):
                 write_json(Path(args.json).name, out) if Path(args.json).parent == RESULTS else None
         if "stages" not in args.skip:
             r = child({"kind": "stages", "paths": [str(p) for p in paths], "batch": args.batch, "beam": args.beam,
-                       "threads": None, "full_n": args.full_n})
+                       "threads": None, "full_n": args.full_n, "device": device})
             out["stages"] = r
             print(f"stages alone (one process, {r['torch_threads']} torch threads), ms per photo, median "
                   f"(CPU median):", flush=True)
@@ -655,7 +709,7 @@ def main(argv=None):
             print(f"  captions e.g. {r['example_captions']}", flush=True)
         if "naive" not in args.skip:
             jp = [str(p) for p in paths if p.suffix == ".jpg"][: args.naive_n]
-            r = child({"kind": "naive", "paths": jp, "threads": None})
+            r = child({"kind": "naive", "paths": jp, "threads": None, "device": device})
             out["naive"] = r
             print(f"naive reference: {r['images']} JPEGs in {r['wall_s']:.1f} s = {r['images_per_s']:.2f} img/s "
                   f"(median {r['median_ms_per_image']:.0f} ms/photo, CPU {r['cpu_s']:.1f} s)", flush=True)

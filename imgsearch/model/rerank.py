@@ -189,7 +189,13 @@ def export_scorer(captioner, dest: Path, tolerance: float = 1e-3, quantize: bool
     from imgsearch.files import atomic_write
 
     dec = captioner.decoder
-    module = _scorer_module(dec).cpu()
+    if next(dec.parameters()).device.type != "cpu":
+        # export from a CPU copy: Module.cpu() moves in place, and the scorer module holds the captioner's own
+        # decoder, so it would leave a CUDA captioner with its decoder on the CPU (and its wk/wv lists on CUDA)
+        import copy
+
+        dec = copy.deepcopy(dec).cpu()
+    module = _scorer_module(dec)
     D = dec.cfg.d_model
     g = torch.Generator().manual_seed(7)
     cells = torch.randn(3, dec.cfg.n_cells, D, generator=g)
