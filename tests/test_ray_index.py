@@ -79,8 +79,8 @@ def snapshot(db: Path) -> dict:
                                                         "content_hash, width, height, caption_embedding, "
                                                         "image_embedding, label_embedding, visual_embedding, labels "
                                                         "FROM photos ORDER BY path"):
-        caps = rows(db, "SELECT rank, text, round(score, 5) FROM captions WHERE photo_id = ? ORDER BY rank", (pid,))
-        terms = rows(db, "SELECT kind, term, round(score, 5) FROM tags WHERE photo_id = ? ORDER BY kind, term", (pid,))
+        caps = rows(db, "SELECT rank, text, score FROM captions WHERE photo_id = ? ORDER BY rank", (pid,))
+        terms = rows(db, "SELECT kind, term, score FROM tags WHERE photo_id = ? ORDER BY kind, term", (pid,))
         cells = rows(db, "SELECT length(data) FROM photo_cells WHERE photo_id = ?", (pid,))
         out[path] = {"error": err, "caption": cap, "version": ver, "hash": h, "size": (w, ht), "captions": caps,
                      "terms": terms, "cells": cells, "labels": vecs[4],
@@ -92,8 +92,11 @@ def assert_same(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b)
     for path in a:
         x, y = a[path], b[path]
-        for k in ("error", "caption", "version", "hash", "size", "captions", "terms", "cells", "labels"):
+        for k in ("error", "caption", "version", "hash", "size", "cells", "labels"):
             assert x[k] == y[k], (path, k, x[k], y[k])
+        for k in ("captions", "terms"):   # the same rows; scores within 1e-4 (batches of other photos: float noise)
+            assert [r[:2] for r in x[k]] == [r[:2] for r in y[k]], (path, k, x[k], y[k])
+            np.testing.assert_allclose([r[2] for r in x[k]], [r[2] for r in y[k]], atol=1e-4, err_msg=f"{path} {k}")
         for u, v in zip(x["vectors"], y["vectors"]):
             assert (u is None) == (v is None), path
             if u is not None:
@@ -139,7 +142,8 @@ def test_ray_index_equals_the_plain_index(setup, ray_run):
         assert lib.query("red circle", k=3, mode="dense")
 
 
-def test_ingest_twice_and_after_a_crash(setup, ray_run, tmp_path):
+@pytest.mark.parametrize("bulk", [False, True], ids=["row-by-row", "bulk"])
+def test_ingest_twice_and_after_a_crash(setup, ray_run, tmp_path, bulk):
     pics, ckpt, ref = setup
     run = copy_run(ray_run[1], tmp_path / "run")
     db = tmp_path / "lib" / "library.db"
@@ -150,8 +154,9 @@ def test_ingest_twice_and_after_a_crash(setup, ray_run, tmp_path):
 
     with Library(db, model=ckpt, device="cpu") as lib:
         with pytest.raises(KeyboardInterrupt):
-            # 3 rows a transaction, each row through IndexRunner._do_batch (the rules, row by row: bulk=False)
-            cluster_run.ingest(lib, run, progress=crash, chunk=3, bulk=False)
+            # 3 rows a chunk: each row through IndexRunner._do_batch (the rules, row by row: bulk=False), or the
+            # plainly new ones by bulk inserts, the others by the rules (bulk=True)
+            cluster_run.ingest(lib, run, progress=crash, chunk=3, bulk=bulk)
     n = rows(db, "SELECT count(*) FROM photos")[0][0]
     assert 0 < n < 10                                                 # half-way: whole transactions only
     with Library(db, model=ckpt, device="cpu") as lib:
@@ -162,6 +167,41 @@ def test_ingest_twice_and_after_a_crash(setup, ray_run, tmp_path):
         rep = lib.ingest(run)                                         # twice: nothing changes
     assert rep.added == rep.updated == rep.failed == rep.removed == 0
     assert_same(snapshot(db), snapshot(ref))
+
+
+def test_bulk_ingest_writes_what_the_row_by_row_rules_write(setup, ray_run, tmp_path):
+    """The bulk inserts of new photos (ingest.bulk_rows, DB-API executemany, ids given by the ingest) write the very
+    rows the rules write one photo at a time: every table, each photo's tags in their order, the BM25 documents,
+    dates in the ORM's format."""
+    _, ckpt, _ = setup
+    run = ray_run[1]
+
+    def dump(db: Path) -> dict:
+        """Every row, photo ids as paths (the bulk inserts come first in a chunk: ids in another order)."""
+        path = dict(rows(db, "SELECT id, path FROM photos"))
+        cols = [r[1] for r in rows(db, "PRAGMA table_info(photos)")]
+        at = cols.index("indexed_at")
+        photos = rows(db, "SELECT * FROM photos")
+        return {
+            "photos": sorted(r[1:at] + r[at + 1:] for r in photos),
+            "dates": sorted({len(r[at]) for r in photos}),                     # 'YYYY-MM-DD HH:MM:SS.ffffff'
+            "captions": sorted((path[r[0]], *r[1:]) for r in rows(db, "SELECT * FROM captions")),
+            "tags": sorted(((path[r[0]], *r[1:]) for r in rows(db, "SELECT * FROM tags ORDER BY rowid")),
+                           key=lambda r: r[0]),                                 # stable: each photo's in rowid order
+            "cells": sorted((path[r[0]], r[1]) for r in rows(db, "SELECT * FROM photo_cells")),
+            "fts": sorted((path[r[0]], r[1]) for r in rows(db, "SELECT rowid, terms FROM photo_fts")),
+            "seq": rows(db, "SELECT * FROM sqlite_sequence"), "meta": rows(db, "SELECT key FROM meta ORDER BY key")}
+
+    got = []
+    for bulk in (True, False):
+        db = tmp_path / f"bulk{bulk}" / "library.db"
+        with Library(db, model=ckpt, device="cpu") as lib:
+            rep = cluster_run.ingest(lib, run, chunk=4, bulk=bulk)
+        assert rep.added == 9 and rep.failed == 1
+        got.append(dump(db))
+    assert got[0]["dates"] == [26]
+    for table in got[1]:
+        assert got[0][table] == got[1][table], table
 
 
 def test_resumed_run_submits_only_the_missing_photos(setup, ray_run, tmp_path):

@@ -5,7 +5,9 @@ the plan's work list, by the run's model version, for the file as it is now (siz
 it was decoded) is written the way an ordinary index run writes a decoded photo: IndexRunner._do_batch applies
 the move / touch / copy / describe rules (indexer/rules.py) and writes one transaction per chunk (store/writes.py),
 the description coming from the shard row instead of the captioner. Photos gone from the roots are removed at
-the end, as by ``index``.
+the end, as by ``index``. The plainly new photos of a chunk (a new path, described, a content no other photo
+has: the rules can only say "describe") skip the rules: their rows are made from the Arrow columns in bulk
+(bulk_rows) on a reader thread while the previous chunk is written, and inserted by one executemany a table.
 
 Idempotent: a photo written is no longer in the plan's work list, so a second ingest, or one after a crash
 half-way (whole transactions only), writes exactly what is missing and gives the same library. A photo
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -49,6 +54,7 @@ class ShardIngest(IndexRunner):
         self.version = version
         self.not_ingested = 0   # planned photos without a usable shard row: left for the next run
         self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_new); False: all row by row
+        self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library)
 
     def run(self):
         from imgsearch.indexer.scan import RootNotFoundError
@@ -71,18 +77,18 @@ class ShardIngest(IndexRunner):
         total, done = len(pending), 0
         if self.progress:
             self.progress(0, total)
-        for rows in shards.iter_rows(self.run_dir, self.batch_size):
-            take = []
-            for r in rows:
-                i = pending.get(r["path"])
-                if i is not None and r["model_version"] == self.version and _fresh(r):
-                    take.append((i, r))
-                    del pending[r["path"]]
+        t_write = time.monotonic()
+        # a thread reads the shards and makes the rows of the next chunk while this one writes the current one
+        # (Parquet decoding and SQLite's steps release the GIL); it alone takes rows out of ``pending``
+        for batch, take, prep in _prefetched(self._staged(shards.iter_batches(self.run_dir, self.batch_size),
+                                                          pending)):
             if take:
-                self._ingest(sorted(take, key=lambda t: t[0]))
+                self._ingest(batch, take, prep)
                 done += len(take)
                 if self.progress:
                     self.progress(done, total)
+        self.phases["plan_s"] = t_write - t0
+        self.phases["writes_s"] = time.monotonic() - t_write
         self.not_ingested = len(pending)
         self.touched.update(place_stale(self.store, plan, self.report))
         self._remove_gone()
@@ -91,81 +97,120 @@ class ShardIngest(IndexRunner):
             writes.finish_run(s, run_id, self.report, self.version)
         return self.report
 
-    def _ingest(self, take: list[tuple[int, dict]]) -> None:
-        if self.bulk:
-            take = self._bulk_new(take)
-        if not take:
-            return
-        ok = [(i, r) for i, r in take if r["error"] is None]
-        failed = [(i, {"error": r["error"]}) for i, r in take if r["error"] is not None]
+    def _take(self, batch, pending: dict[str, int]) -> list[tuple[int, int, dict, str | None]]:
+        """The rows of ``batch`` to write, as (plan index, row in the batch, decode info, error), in plan order:
+        those whose photo is still in the plan's work list (``pending``: taken out here), by the run's model
+        version, for the file as it is now."""
+        cols = {n: batch.column(n).to_pylist() for n in ("path", "model_version", "error", "info", "size", "mtime_ns")}
+        take = []
+        for j, (path, version, error, info) in enumerate(zip(cols["path"], cols["model_version"], cols["error"],
+                                                               cols["info"])):
+            i = pending.get(path)
+            if i is None or version != self.version:
+                continue
+            info = json.loads(info) if info else {}
+            if _fresh(path, info, cols["size"][j], cols["mtime_ns"][j], error is not None):
+                take.append((i, j, info, error))
+                del pending[path]
+        take.sort(key=lambda t: t[0])
+        return take
+
+    def _staged(self, batches, pending: dict[str, int]):
+        """(batch, rows to take, rows made for the bulk inserts or None) for each batch (see _take, _prepare)."""
+        for batch in batches:
+            take = self._take(batch, pending)
+            yield batch, take, (self._prepare(batch, take) if self.bulk and take else None)
+
+    def _prepare(self, batch, take: list[tuple[int, int, dict, str | None]]):
+        """(candidates, their BulkRows) for the rows of ``take`` that may be plainly new (see _plainly_new: new
+        path, no row, described), or None; made from the batch alone, without the library (a thread does it
+        ahead)."""
+        import pyarrow as pa
+
+        work = self.plan.work
+        cand = [t for t in take if t[3] is None and work[t[0]].reason == "new" and work[t[0]].photo_id is None]
+        if not cand:
+            return None
+        infos = [info for _, _, info, _ in cand]
+        writes.resolve_places(infos)     # the gazetteer loads before the write lock
+        sub = batch.take(pa.array([j for _, j, _, _ in cand], type=pa.int64()))
+        return cand, bulk_rows(sub, [work[i].path for i, _, _, _ in cand], infos, self.version, writes.now(),
+                               self.store.engine.dialect)
+
+    def _ingest(self, batch, take: list[tuple[int, int, dict, str | None]], prep=None) -> None:
+        """Write the rows of ``take``: the plainly new photos by bulk inserts (_bulk_write, one transaction), then
+        the others through the rules (_by_rules, one transaction)."""
+        if prep is not None:
+            cand, rows = prep
+            fast = self._plainly_new(cand)
+            if fast:
+                keep = [k for k, t in enumerate(cand) if t[0] in fast]
+                self._bulk_write(rows if len(keep) == len(cand) else rows.subset(keep))
+                take = [t for t in take if t[0] not in fast]
+        if take:
+            self._by_rules(batch, take)
+
+    def _by_rules(self, batch, take: list[tuple[int, int, dict, str | None]]) -> None:
+        """Rows through IndexRunner._do_batch: the move / touch / copy / describe rules, one transaction."""
+        import pyarrow as pa
+
+        rows = shards.rows_of(batch.take(pa.array([j for _, j, _, _ in take], type=pa.int64())))
+        ok = [(i, r, info) for (i, _, info, err), r in zip(take, rows) if err is None]
+        failed = [(i, {"error": err}) for i, _, _, err in take if err is not None]
         images = None
         if ok:
             images = np.empty(len(ok), dtype=object)   # the shard rows stand for the decoded images
-            images[:] = [r for _, r in ok]
-        self._do_batch(None, [i for i, _ in ok], images, [json.loads(r["info"]) for _, r in ok], failed)
+            images[:] = [r for _, r, _ in ok]
+        self._do_batch(None, [i for i, _, _ in ok], images, [info for _, _, info in ok], failed)
 
-    def _bulk_new(self, take: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
-        """Write the plainly new photos of a chunk in one transaction of bulk inserts; returns the others (for
-        _do_batch, row by row). Plainly new: a new path (no row), described, whose content no stored photo and no
-        other row of the chunk has — the rules (indexer/rules.decide) can only say "describe" for it, and the
-        rows written are those of upsert_photo + write_description (store/writes.py), ~20x fewer statements."""
-        from sqlalchemy import select
-
-        from imgsearch.indexer.reembed import META_KEY, embedding_version
-        from imgsearch.search import bm25
-        from imgsearch.store.db import bump_revision, set_meta
-        from imgsearch.store.models import Caption, Photo, PhotoCells, Tag
+    def _plainly_new(self, cand: list) -> set[int]:
+        """The plan indexes of the plainly new photos among ``cand`` (made by _prepare: new path, no row,
+        described): those whose content no stored photo and no other row of the chunk has. The rules
+        (indexer/rules.decide) can only say "describe" for them, and the rows to write are those of upsert_photo
+        + write_description (store/writes.py)."""
         from imgsearch.store.queries import photos_by_hash
 
-        cand = [(i, r, json.loads(r["info"])) for i, r in take
-                if r["error"] is None and self.plan.work[i].reason == "new" and self.plan.work[i].photo_id is None]
         counts: dict[str, int] = {}
-        for _, _, info in cand:
+        for _, _, info, _ in cand:
             counts[info["content_hash"]] = counts.get(info["content_hash"], 0) + 1
         with self.store.session() as s:
             stored = photos_by_hash(s, sorted(counts))
-        fast = [(i, r, info) for i, r, info in cand if counts[info["content_hash"]] == 1 and not stored.get(info["content_hash"])]
-        if not fast:
-            return take
-        writes.resolve_places([info for _, _, info in fast])     # the gazetteer loads before the write lock
-        at = writes.now()
-        descs = [shards.description(r) for _, r, _ in fast]
-        photo_rows = []
-        for (i, r, info), d in zip(fast, descs):
-            path = self.plan.work[i].path
-            photo_rows.append({"path": path, "folder": os.path.dirname(path), "indexed_at": at,
-                               **writes.stat_values(info), "caption": d.captions[0][0] if d.captions else "",
-                               "model_version": self.version, "error": None, "caption_embedding": d.caption_embedding,
-                               "image_embedding": d.image_embedding,
-                               **(d.labels.columns() if d.labels is not None else writes.NO_LABELS),
-                               "ocr_text": None, "ocr_version": None})
+        return {t[0] for t in cand if counts[t[2]["content_hash"]] == 1 and not stored.get(t[2]["content_hash"])}
+
+    def _bulk_write(self, r: "BulkRows") -> None:
+        """Plainly new photos in one transaction of bulk inserts: the rows made from the batch's columns
+        (bulk_rows), written by the DB-API cursor's executemany, one statement per table, the ids given here
+        (AUTOINCREMENT continued: the ids the ORM would give), with a larger page cache for the transaction."""
+        from imgsearch.indexer.reembed import META_KEY, embedding_version
+        from imgsearch.search import bm25
+        from imgsearch.store.db import bump_revision, set_meta
+
+        n = len(r.photos)
         with self.store.write() as s:
-            s.execute(Photo.__table__.insert(), photo_rows)     # Core executemany: no ORM bookkeeping
-            paths = [p["path"] for p in photo_rows]
-            ids: dict[str, int] = {}
-            for k in range(0, len(paths), 900):
-                ids.update(s.execute(select(Photo.path, Photo.id).where(Photo.path.in_(paths[k:k + 900]))).all())
-            caps, tags, cells, docs = [], [], [], []
-            for row, d in zip(photo_rows, descs):
-                pid = ids[row["path"]]
-                captions, terms = writes.description_rows(d)
-                caps += [{"photo_id": pid, "rank": rk, "text": t, "score": sc} for rk, t, sc in captions]
-                tags += [{"photo_id": pid, "kind": k, "term": t, "score": sc} for k, t, sc in terms]
-                if d.cells is not None:
-                    cells.append({"photo_id": pid, "data": d.cells})
-                docs.append(writes._document(pid, captions, terms, row.get("place")))
-            for model, values in ((Caption, caps), (Tag, tags), (PhotoCells, cells)):
-                if values:
-                    s.execute(model.__table__.insert(), values)
-            bm25.upsert_documents(s, docs)
+            cur = s.connection().connection.driver_connection.cursor()
+            cache = cur.execute("PRAGMA cache_size").fetchone()[0]
+            cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+            try:
+                base = int(cur.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'photos'), "
+                                       "0), coalesce((SELECT max(id) FROM photos), 0))").fetchone()[0])
+                cur.executemany(f"INSERT INTO photos ({', '.join(PHOTO_COLUMNS)}) VALUES "
+                                f"(? + {base}{', ?' * (len(PHOTO_COLUMNS) - 1)})", r.photos)
+                cur.executemany(f"INSERT INTO captions (photo_id, rank, text, score) VALUES (? + {base}, ?, ?, ?)",
+                                r.captions)
+                cur.executemany(f"INSERT INTO tags (photo_id, kind, term, score) VALUES (? + {base}, ?, ?, ?)",
+                                r.tags)
+                cur.executemany(f"INSERT INTO photo_cells (photo_id, data) VALUES (? + {base}, ?)", r.cells)
+                # new ids (AUTOINCREMENT never reuses one): no document to replace, only to insert
+                cur.executemany(f"INSERT INTO {bm25.TABLE}(rowid, terms) VALUES (? + {base}, ?)", r.documents)
+            finally:   # the pooled connection keeps its usual cache
+                cur.execute(f"PRAGMA cache_size = {int(cache)}")
+                cur.close()
             if not self.embedder_recorded:
                 set_meta(s, META_KEY, embedding_version(self.get_embedder()))
                 self.embedder_recorded = True
             bump_revision(s)
-        self.touched.update(ids.values())
-        self.report.added += len(fast)
-        done = {i for i, _, _ in fast}
-        return [(i, r) for i, r in take if i not in done]
+        self.touched.update(range(base + 1, base + n + 1))
+        self.report.added += n
 
     # the model's two steps, answered from the shard rows
     def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
@@ -181,12 +226,132 @@ class ShardIngest(IndexRunner):
         return out
 
 
-def _fresh(row: dict) -> bool:
+def _fresh(path: str, info: dict, size: int, mtime_ns: int, failed: bool) -> bool:
     """The file is as it was when the row was made (its size and mtime_ns then: at decode, else at planning)."""
-    info = json.loads(row["info"]) if row.get("info") else {}
-    size, mtime = info.get("size", row["size"]), info.get("mtime_ns", row["mtime_ns"])
+    size, mtime = info.get("size", size), info.get("mtime_ns", mtime_ns)
     try:
-        st = os.stat(row["path"])
+        st = os.stat(path)
     except OSError:
-        return row["error"] is not None   # gone: a failure row is still written (write_failure sees it gone)
+        return failed   # gone: a failure row is still written (write_failure sees it gone)
     return st.st_size == size and st.st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------------------- bulk rows of new photos
+
+PHOTO_COLUMNS = ("id", "path", "folder", "size", "mtime_ns", "content_hash", "width", "height", "taken_at", "caption",
+                 "model_version", "error", "indexed_at", "caption_embedding", "image_embedding", "labels",
+                 "label_embedding", "labels_version", "visual_embedding", "gps_lat", "gps_lon", "place",
+                 "places_version", "ocr_text", "ocr_version")
+
+
+BULK_CACHE_KIB = -131072   # PRAGMA cache_size of a bulk transaction (128 MiB: its index pages stay in memory)
+
+
+@dataclass
+class BulkRows:
+    """The rows of new photos for executemany, photo ids relative (1..n: the insert adds the base id)."""
+
+    photos: list[tuple]
+    captions: list[tuple]
+    tags: list[tuple]
+    cells: list[tuple]
+    documents: list[tuple]
+
+    def subset(self, keep: list[int]) -> "BulkRows":
+        """The rows of the photos at positions ``keep`` (0-based, in order), renumbered 1..len(keep)."""
+        new = {k + 1: n + 1 for n, k in enumerate(keep)}
+
+        def pick(rows):
+            return [(new[r[0]], *r[1:]) for r in rows if r[0] in new]
+
+        return BulkRows(pick(self.photos), pick(self.captions), pick(self.tags), pick(self.cells), pick(self.documents))
+
+
+def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect) -> BulkRows:
+    """The rows upsert_photo + write_description (store/writes.py) would write for described shard rows of new
+    photos, made from the batch's columns (shards.flat_lists / vector_bytes) instead of one Description each;
+    dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores them."""
+    from imgsearch.model.labels import LABELS_VERSION
+    from imgsearch.search import bm25
+    from imgsearch.store.models import Photo
+
+    date = Photo.__table__.c.indexed_at.type.bind_processor(dialect) or (lambda v: v)
+    n = len(paths)
+    col = batch.column
+    cap_off, (cap_text, cap_score) = shards.flat_lists(col("captions"))
+    tag_off, (tag_text, tag_score) = shards.flat_lists(col("tags"))
+    kw_off, kws = shards.flat_lists(col("keywords"))
+    reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
+    vec = {k: shards.vector_bytes(col(k)) for k in shards.VECTOR_COLUMNS}
+    cells, labels = col("cells").to_pylist(), col("labels").to_pylist()
+    labels_version = col("labels_version").to_pylist()
+    at_s = date(at)
+    no_place = (None, None, None, None)
+    out = BulkRows([], [], [], [], [])
+    for k in range(n):
+        pid = k + 1
+        info, path = infos[k], paths[k]
+        a, b = cap_off[k], cap_off[k + 1]
+        captions = [(rk, cap_text[a + rk], float(cap_score[a + rk])) for rk in range(b - a)]
+        has_labels = labels[k] is not None
+        region = (list(zip(reg_text[reg_off[k]:reg_off[k + 1]], reg_score[reg_off[k]:reg_off[k + 1]]))
+                  if has_labels else ())
+        terms = writes.term_rows(zip(tag_text[tag_off[k]:tag_off[k + 1]], tag_score[tag_off[k]:tag_off[k + 1]]),
+                                 kws[kw_off[k]:kw_off[k + 1]], region)
+        st = writes.stat_values(info)
+        place = st.get("place")
+        pl = (st["gps_lat"], st["gps_lon"], place, st["places_version"]) if "places_version" in st else no_place
+        out.photos.append((
+            pid, path, os.path.dirname(path), st["size"], st["mtime_ns"], st["content_hash"], st["width"],
+            st["height"], date(st["taken_at"]) if st["taken_at"] is not None else None,
+            captions[0][1] if captions else "", version, None, at_s, vec["caption_embedding"][k],
+            vec["image_embedding"][k], labels[k] if has_labels else None,
+            vec["label_embedding"][k] if has_labels else None,
+            (labels_version[k] or LABELS_VERSION) if has_labels else None,
+            vec["visual_embedding"][k] if has_labels else None, *pl, None, None))
+        out.captions += [(pid, rk, t, sc) for rk, t, sc in captions]
+        out.tags += [(pid, kd, t, sc) for kd, t, sc in terms]
+        if cells[k] is not None:
+            out.cells.append((pid, cells[k]))
+        _, doc = writes._document(pid, captions, terms, place)
+        out.documents.append((pid, bm25.document_terms(doc)))
+    return out
+
+
+def _prefetched(it: Iterator, depth: int = 2) -> Iterator:
+    """``it`` read ahead on a thread (Parquet decoding releases the GIL: it overlaps the SQLite writes); an
+    exception of ``it`` is raised here, and the thread stops when the consumer does."""
+    q: queue.Queue = queue.Queue(depth)
+    closed = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not closed.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for x in it:
+                if not put((x, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((end, e))
+
+    t = threading.Thread(target=produce, name="shard-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is end:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        closed.set()

@@ -30,6 +30,7 @@ class ClusterReport(IndexReport):
     ingest_seconds: float = 0.0
     nodes: list = field(default_factory=list)
     job: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)   # the ingest's seconds: plan_s, writes_s, faiss_s, bm25_s
 
     def summary_lines(self) -> list[str]:
         """What the CLI says about the cluster's part, after the usual counts."""
@@ -52,7 +53,8 @@ class ClusterReport(IndexReport):
                         "submitted": self.submitted, "ingested": self.ingested, "not_ingested": self.not_ingested,
                         "job_seconds": round(self.job_seconds, 3), "ingest_seconds": round(self.ingest_seconds, 3),
                         "nodes": [{k: n.get(k) for k in ("node", "host", "python", "ray", "imgsearch")}
-                                  for n in self.nodes], **self.job}
+                                  for n in self.nodes], **self.job,
+                        "ingest_phases": {k: round(v, 3) for k, v in self.phases.items()}}
         return d
 
 
@@ -150,8 +152,13 @@ def _ingest_locked(lib, run_dir: Path, rep: ClusterReport, progress, chunk: int 
     t0 = time.monotonic()
     try:
         report = runner.run()
-    finally:
-        lib.caches.update(rev0, runner.touched)   # what was committed before a failure is searchable too
+    finally:   # what was committed before a failure is searchable too (lib.caches.update, each cache timed)
+        t1 = time.monotonic()
+        for cache in lib.caches.vectors.values():
+            cache.update(rev0, runner.touched)
+        t2 = time.monotonic()
+        lib.caches.bm25.update(rev0, runner.touched)
+        rep.phases = {**runner.phases, "faiss_s": t2 - t1, "bm25_s": time.monotonic() - t2}
     for k in ("added", "updated", "moved", "removed", "failed", "skipped_unchanged", "labelled", "placed",
               "text_read", "errors", "kept", "seconds"):
         setattr(rep, k, getattr(report, k))

@@ -82,11 +82,17 @@ def iter_rows(run_dir: str | os.PathLike, batch_rows: int = 2048) -> Iterator[li
     """Every readable shard row, streamed in lists of at most ``batch_rows``, newest attempt first (so a photo
     described twice is taken from its latest attempt). A file that cannot be read (the last one of a killed
     run) is skipped with a warning: its photos have no row and are submitted again by the next run."""
+    for batch in iter_batches(run_dir, batch_rows):
+        yield rows_of(batch)
+
+
+def iter_batches(run_dir: str | os.PathLike, batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
+    """iter_rows as Arrow record batches (the columns converted in bulk by the caller)."""
     for f in reversed(shard_files(run_dir)):
         try:
             pf = pq.ParquetFile(f)
             for batch in pf.iter_batches(batch_size=batch_rows):
-                yield _rows(batch)
+                yield batch
         except (OSError, pa.ArrowException) as e:
             log.warning("skipping unreadable shard %s: %s", f, e)
 
@@ -94,20 +100,38 @@ def iter_rows(run_dir: str | os.PathLike, batch_rows: int = 2048) -> Iterator[li
 VECTOR_COLUMNS = ("caption_embedding", "image_embedding", "label_embedding", "visual_embedding")
 
 
-def _rows(batch: pa.RecordBatch) -> list[dict]:
+def rows_of(batch: pa.RecordBatch) -> list[dict]:
     """The batch as dicts, its vectors as packed float32 bytes (as the store keeps them: no Python floats)."""
     names = [n for n in VECTOR_COLUMNS if n in batch.schema.names]
     rest = batch.select([n for n in batch.schema.names if n not in names])
     rows = rest.to_pylist()
     for name in names:
-        col = batch.column(name)
-        n = len(col)
-        vals = np.asarray(col.values.slice(col.offset * DIM, n * DIM).to_numpy(zero_copy_only=False), dtype="<f4")
-        vals = vals.reshape(n, DIM)
-        valid = col.is_valid().to_numpy(zero_copy_only=False)
-        for i, row in enumerate(rows):
-            row[name] = vals[i].tobytes() if valid[i] else None
+        for row, v in zip(rows, vector_bytes(batch.column(name))):
+            row[name] = v
     return rows
+
+
+def vector_bytes(col: pa.Array) -> list[bytes | None]:
+    """A ``fixed_size_list<float32>[384]`` column as packed little-endian float32 bytes (None where null)."""
+    n = len(col)
+    vals = np.asarray(col.values.slice(col.offset * DIM, n * DIM).to_numpy(zero_copy_only=False), dtype="<f4")
+    vals = vals.reshape(n, DIM)
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    return [vals[i].tobytes() if valid[i] else None for i in range(n)]
+
+
+def flat_lists(col: pa.Array) -> tuple[np.ndarray, list]:
+    """A list column as (row offsets into the flat values, n + 1 of them; the flat values as Python objects:
+    plain values, or for a list of structs one Python list per struct field). A null list counts as empty."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(col) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pc.list_flatten(col)
+    if pa.types.is_struct(flat.type):
+        return offsets, [f.to_pylist() for f in flat.flatten()]
+    return offsets, flat.to_pylist()
 
 
 def _read(f: Path, columns: list[str]):

@@ -192,15 +192,24 @@ def set_cells(s, photo_id: int, data: bytes | None) -> None:
 def description_rows(d: Description) -> tuple[list[CaptionRow], list[TagRow]]:
     """The caption rows (rank, text, score) and tag rows (kind, term, score) of a description: a tag's best
     score, then its keywords, then its region tags (a term already there keeps its row)."""
+    region = d.labels.region_tags if d.labels is not None else ()
+    return ([(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)],
+            term_rows(d.tags, d.keywords, region))
+
+
+def term_rows(tags: Iterable[tuple[str, float]], keywords: Iterable[str],
+              region_tags: Iterable[tuple[str, float]]) -> list[TagRow]:
+    """The tag rows (kind, term, score) of description_rows, from its three lists (bulk writers call it on
+    columns read from Parquet shards without building a Description)."""
     terms: dict[tuple[str, str], float] = {}
-    for term, sc in d.tags:
+    for term, sc in tags:
         k = ("tag", term)
         terms[k] = max(float(sc), terms.get(k, float("-inf")))
-    for term in d.keywords:
+    for term in keywords:
         terms.setdefault(("keyword", term), 1.0)
-    for term, sc in (d.labels.region_tags if d.labels is not None else ()):
+    for term, sc in region_tags:
         terms.setdefault(("region", term), float(sc))
-    return [(r, t, float(sc)) for r, (t, sc) in enumerate(d.captions)], [(k, t, sc) for (k, t), sc in terms.items()]
+    return [(k, t, sc) for (k, t), sc in terms.items()]
 
 
 def write_description(s, photo_id: int, d: Description, version: str | None, at: datetime) -> Document:
