@@ -509,10 +509,10 @@ def test_serve_command_binds_loopback_by_default(served_library, monkeypatch, ca
         seen["app"] = self.config.app
 
     monkeypatch.setattr(uvicorn.Server, "run", fake_run)
-    serve_command(db, port=0)
+    serve_command(db, port=0, workers=1)   # (this process: several workers are tests/test_serve_workers.py)
     assert seen["addr"][0] == "127.0.0.1"
     assert "warning" not in capsys.readouterr().err
-    serve_command(db, host="0.0.0.0", port=0)
+    serve_command(db, host="0.0.0.0", port=0, workers=1)
     assert seen["addr"][0] == "0.0.0.0"
     err = capsys.readouterr().err
     assert "warning" in err and "0.0.0.0" in err
@@ -533,7 +533,7 @@ def test_serve_command_errors_are_library_errors(tmp_path):
     Library(db).close()
     try:
         with pytest.raises(LibraryError, match="cannot listen"):
-            serve_command(db, port=busy.getsockname()[1])
+            serve_command(db, port=busy.getsockname()[1], workers=1)
     finally:
         busy.close()
 
@@ -581,10 +581,10 @@ def test_cli_serve_options(served_library, monkeypatch):
     seen = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.append(sockets[0].getsockname()))
     runner = CliRunner()
-    r = runner.invoke(cli_app, ["serve", "--db", str(db), "--port", "0"])
+    r = runner.invoke(cli_app, ["serve", "--db", str(db), "--port", "0", "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert seen[-1][0] == "127.0.0.1" and "warning" not in r.output
-    r = runner.invoke(cli_app, ["serve", "--db", str(db), "--host", "0.0.0.0", "--port", "0"])
+    r = runner.invoke(cli_app, ["serve", "--db", str(db), "--host", "0.0.0.0", "--port", "0", "--workers", "1"])
     assert r.exit_code == 0 and seen[-1][0] == "0.0.0.0" and "warning" in r.output, r.output
     r = runner.invoke(cli_app, ["serve", "--db", str(base / "missing.db")])
     assert r.exit_code == 1 and "no library" in r.output and "Traceback" not in r.output

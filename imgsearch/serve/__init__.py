@@ -43,8 +43,10 @@ def host_warning(host: str) -> str | None:
             "Use --host 127.0.0.1 (the default) to keep it on this computer.")
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for ``host:port`` (port 0 = any free port); :class:`UserError` with a clear reason."""
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (port 0 = any free port), listening; :class:`UserError` with a clear
+    reason. ``reuse_port``: bound with SO_REUSEPORT and not listening — it holds the port for the server's worker
+    processes, which listen on their own sockets bound beside it (serve/workers.py)."""
     from imgsearch.errors import UserError
 
     if not 0 <= int(port) <= 65535:
@@ -57,8 +59,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, stype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
-        sock.listen(128)  # connections queue from now on, before the server loop starts
+        if not reuse_port:
+            sock.listen(128)  # connections queue from now on, before the server loop starts
     except OSError as e:
         sock.close()
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -76,30 +81,54 @@ def url_for(sock: socket.socket) -> str:
 
 
 def serve_command(db: str | os.PathLike | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                  *, log_level: str = "warning") -> None:
+                  *, log_level: str = "warning", workers: int | None = None) -> None:
     """Open the library, load its models and indexes once, and serve the search page until Ctrl-C
     (or SIGTERM); then return normally.
 
     Binds ``127.0.0.1`` unless ``host`` says otherwise (then warns on stderr, and accepts any
-    Host header). Raises an :class:`imgsearch.errors.ImgsearchError` for a missing library or a port that
-    cannot be used."""
+    Host header). ``workers``: server processes sharing the port, each with its own library, models and
+    caches (:mod:`imgsearch.serve.workers`; default :func:`~imgsearch.serve.workers.default_workers`: 2 on 2
+    cores or more); 1 serves from this process. Raises an :class:`imgsearch.errors.ImgsearchError`
+    for a missing library or a port that cannot be used."""
     import uvicorn
 
     from imgsearch.library import Library
     from imgsearch.serve.app import LOCAL_HOSTS, create_app, warm
+    from imgsearch.serve.workers import MAX_WORKERS, REUSE_PORT, default_workers, run_workers
 
+    workers = default_workers() if workers is None else int(workers)
+    if not 1 <= workers <= MAX_WORKERS:
+        from imgsearch.errors import UserError
+
+        raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
     warning = host_warning(host)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     lib = Library(db, create=False)
+    # loopback: only requests addressed to a loopback name (DNS-rebinding guard); else any Host
+    allowed = (*LOCAL_HOSTS, host.strip("[]").lower()) if warning is None else None
     sock = None
+    if workers > 1:   # the workers open the library themselves: this process only checked that it opens
+        path = lib.path
+        lib.close()
+        try:
+            sock = listen_socket(host, port, reuse_port=REUSE_PORT)
+            print(f"imgsearch: loading {path} in {workers} worker processes ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            run_workers(sock, path, workers, allowed_hosts=allowed, log_level=log_level,
+                        ready=lambda: print(f"imgsearch: ready in {time.perf_counter() - t0:.1f} s: open "
+                                            f"{url_for(sock)}  (Ctrl-C to stop)", file=sys.stderr, flush=True))
+            print("imgsearch: server stopped", file=sys.stderr, flush=True)
+        finally:
+            if sock is not None:
+                sock.close()
+        return
     try:
         sock = listen_socket(host, port)
         print(f"imgsearch: loading {lib.path} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         warm(lib)
-        # loopback: only requests addressed to a loopback name (DNS-rebinding guard); else any Host
-        app = create_app(lib, allowed_hosts=(*LOCAL_HOSTS, host.strip("[]").lower()) if warning is None else None)
+        app = create_app(lib, allowed_hosts=allowed)
         print(f"imgsearch: ready in {time.perf_counter() - t0:.1f} s: open {url_for(sock)}  (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")

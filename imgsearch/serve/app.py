@@ -253,11 +253,13 @@ def warm(lib) -> None:
 
 
 def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, warm_up: bool = False,
-               page_size: int = DEFAULT_K) -> FastAPI:
+               page_size: int = DEFAULT_K, query_slots: int | None = None) -> FastAPI:
     """The FastAPI app over ``library`` (a :class:`imgsearch.Library`, or a path to open one).
 
     ``allowed_hosts``: Host header names accepted (default: loopback names); None accepts any.
     ``page_size``: the photos the page asks for at a time ("k_default"; its "more" button asks for as many again).
+    ``query_slots``: searches inside the query engine at once (default :data:`QUERY_SLOTS`; a server of several
+    worker processes gives each its share, serve/workers.py).
     A library opened here from a path is closed when the app shuts down."""
     from imgsearch.library import Library
 
@@ -265,7 +267,8 @@ def create_app(library, *, allowed_hosts: Iterable[str] | None = LOCAL_HOSTS, wa
     lib = Library(library, create=False) if owns else library
     if lib.models.scorer_threads is None:   # concurrent queries: each scores on its own core (models.py)
         lib.models.scorer_threads = max(1, _CORES // 2)
-    query_slots = threading.BoundedSemaphore(QUERY_SLOTS)  # concurrent queries (caches load once, under their lock)
+    query_slots = threading.BoundedSemaphore(max(1, int(query_slots or QUERY_SLOTS)))  # concurrent queries
+    # (caches load once, under their lock)
     files: list[ThreadPoolExecutor] = []    # the files pool, made on first use, shut down with the app
     files_lock = threading.Lock()
     modes = supported_modes(lib)
