@@ -337,7 +337,7 @@ class Breakdown:
         wrap(lib.engine, "hits", lambda a: "rows")
         wrap(lib.engine, "rerank", lambda a: "rerank")
         import imgsearch.search.hitlist as HL
-        from imgsearch.store import queries as Q
+        from imgsearch.store import hot_reads as Q
 
         wrap(HL, "read_rows", lambda a: "rows_read")
         wrap(Q, "cells", lambda a: "cells")

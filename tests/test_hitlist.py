@@ -56,6 +56,19 @@ def test_hits_carry_what_the_store_has(lib):
     assert car.date_source == "file" and car.taken_at == "2022-03-10T09:00:00"
     assert dog.date_source == "exif" and dog.taken_at == "2023-12-31T23:59:59"
     assert car.score == 2.0 and dog.score == 1.0
+    # tags and keywords as stored: tags by score, region tags after the photo-level ones; keywords in order
+    import sqlite3
+
+    from query_library import REGION_TAG
+
+    sofa = make_hits(Details(lib.store), [(ids[REGION_TAG[0]], 1.0)], 1)[0]
+    with sqlite3.connect(lib.store.path) as c:
+        def kind(k):
+            order = "score DESC, rowid" if k != "keyword" else "rowid"
+            return [t for (t,) in c.execute(f"SELECT term FROM tags WHERE photo_id = ? AND kind = ? ORDER BY {order}",
+                                             (sofa.id, k))]
+        assert sofa.tags == kind("tag") + kind("region") and sofa.tags[-1] == REGION_TAG[1]
+        assert sofa.keywords == kind("keyword") and sofa.keywords
     # the same as the engine's own hits for these ids
     assert [h.to_dict() for h in lib.engine.hits(ranked, 10)] == [h.to_dict() for h in hits]
 

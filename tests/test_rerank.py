@@ -14,7 +14,7 @@ import torch
 from libtools import make_set
 from imgsearch import Library
 from imgsearch.model import rerank as R
-from imgsearch.store import queries
+from imgsearch.store import hot_reads
 
 
 # ----------------------------------------------------------------------------- packing
@@ -194,7 +194,7 @@ def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
         scorer = lib.engine.scorer()
         assert scorer is not None
         ids = [h.id for h in plain]
-        blobs = queries.cells(lib.store, ids, scorer.version)
+        blobs = hot_reads.cells(lib.store, ids, scorer.version)
         assert set(blobs) == set(ids)
         ll = scorer.score(scorer.tokens(text), R.unpack_cells([blobs[i] for i in ids]))
         weights = lib.engine.signal_weights(text, lib.embedder().embed([text])[0], "hybrid")
@@ -234,7 +234,7 @@ def test_library_of_another_model_is_not_reranked(tiny_library, tmp_path):
     other = Captioner.tiny(seed=4)
     with Library(db, captioner=other) as lib:
         text = "a red circle"
-        assert queries.cells(lib.store, [1, 2, 3], other.version) == {}
+        assert hot_reads.cells(lib.store, [1, 2, 3], other.version) == {}
         assert [h.id for h in lib.query(text, k=6)] == [h.id for h in lib.query(text, k=6, rerank=False)]
 
 

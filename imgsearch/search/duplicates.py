@@ -78,7 +78,7 @@ class Collapse:
 
     def take(self, pid: int, path: str, group: list[tuple[int, str]] | None):
         """For the ranked photo ``pid`` (at ``path``; ``group``: its good copies, itself included, by id, from
-        store.queries.copy_groups): None if it is folded into an earlier hit or no copy of it exists on disk,
+        store.hot_reads.copy_groups): None if it is folded into an earlier hit or no copy of it exists on disk,
         else (hit id, hit path, the other copies' paths)."""
         if not group:
             return (pid, path, []) if os.path.exists(path) else None

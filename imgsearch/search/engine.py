@@ -35,7 +35,7 @@ from imgsearch.search.duplicates import Collapse
 from imgsearch.search.hitlist import Details, make_hits
 from imgsearch.search.fuse import fuse
 from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK, label_weight, rerank_weight
-from imgsearch.store import queries
+from imgsearch.store import hot_reads, queries
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +371,8 @@ class QueryEngine:
             ahead(ids)
         # the cells are random reads from a file larger than the page cache: half are read on a worker
         half = len(ids) // 2
-        other = self._overlap(queries.cells, self.store, ids[half:], scorer.version)
-        blobs = queries.cells(self.store, ids[:half] if other is not None else ids, scorer.version)
+        other = self._overlap(hot_reads.cells, self.store, ids[half:], scorer.version)
+        blobs = hot_reads.cells(self.store, ids[:half] if other is not None else ids, scorer.version)
         if other is not None:
             blobs.update(other.result())
         if not blobs:

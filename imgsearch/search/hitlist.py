@@ -5,7 +5,7 @@
     make_hits(details, ranked, k, collapse=Collapse(allowed))     # [Hit], best first
 
 A hit carries the photo's path, best caption, keywords and tags, date, exact copies and the text read in it
-(OCR): three queries per chunk (the photos table, copy groups, tags). :class:`Details` keeps what one query
+(OCR): three queries per chunk (the photos table, copy groups, tags; plain SQL: store/hot_reads.py). :class:`Details` keeps what one query
 has read, so a photo is read once however many times the ranking is walked, and can read ahead: the engine
 starts the rows of the photos being re-ranked on its background worker while the re-ranker scores them (a
 large library's rows are random reads from a file bigger than the page cache: ~3 ms at 1M photos). A
@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 from imgsearch.hits import Hit
 from imgsearch.search.dates import iso, photo_date
 from imgsearch.search.duplicates import Collapse
-from imgsearch.store import queries
+from imgsearch.store import hot_reads
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ def read_rows(store, ids: Sequence[int]) -> dict[int, PhotoRow | None]:
     ids = list(dict.fromkeys(ids))
     if not ids:
         return {}
-    with store.session() as s:
-        rows = queries.hit_details(s, ids)
+    with hot_reads.cursor(store) as cur:
+        rows = hot_reads.photo_rows(cur, ids)
         good = list(rows)
-        groups = queries.copy_groups(s, good)
-        terms = queries.terms_of(s, good)
+        groups = hot_reads.copy_groups(cur, good)
+        terms = hot_reads.terms(cur, good)
     out: dict[int, PhotoRow | None] = dict.fromkeys(ids)
     for i, (path, caption, taken, mtime, ocr) in rows.items():
         out[i] = PhotoRow(path, caption, taken, mtime, ocr, groups.get(i), terms[i]["tag"], terms[i]["keyword"])

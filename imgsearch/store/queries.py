@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import func, literal_column, or_, select, text
+from sqlalchemy import func, or_, select, text
 
-from imgsearch.store.models import IndexRun, Photo, PhotoCells, Tag
+from imgsearch.store.models import IndexRun, Photo, Tag
 
 
 def under_clause(column, root: str):
@@ -75,10 +75,6 @@ def ids_with_terms(store, groups) -> set[int]:
     return _id_set(store, f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH ?", (expr,))
 
 
-def dates_of(session, ids) -> dict[int, tuple]:
-    """{id: (taken_at, mtime_ns)} of ``ids``."""
-    return {r.id: (r.taken_at, r.mtime_ns) for r in session.execute(
-        select(Photo.id, Photo.taken_at, Photo.mtime_ns).where(Photo.id.in_(list(ids))))}
 
 
 def by_date(store, allowed: set[int] | None, newest: bool, limit: int) -> list[tuple[int, float]]:
@@ -145,12 +141,6 @@ def has_cells(store, version: str) -> bool:
             "AND EXISTS (SELECT 1 FROM photo_cells c WHERE c.photo_id = p.id) LIMIT 1"), {"v": version}).first() is not None
 
 
-def cells(store, ids, version: str) -> dict[int, bytes]:
-    """Stored re-ranking cells of the photos ``ids`` that were described by checkpoint ``version``."""
-    with store.session() as s:
-        return dict(s.execute(select(PhotoCells.photo_id, PhotoCells.data)
-                              .join(Photo, Photo.id == PhotoCells.photo_id)
-                              .where(PhotoCells.photo_id.in_(list(ids)), Photo.model_version == version)).all())
 
 
 def stored_vectors(store, photo: int | str) -> dict[str, bytes | None] | None:
@@ -165,43 +155,12 @@ def stored_vectors(store, photo: int | str) -> dict[str, bytes | None] | None:
                                      "labels": row.label_embedding, "visual": row.visual_embedding}
 
 
-def hit_rows(session, ids) -> dict[int, tuple[str, str | None]]:
-    """{id: (path, best caption)} of the good photos among ``ids``."""
-
-    return {r.id: (r.path, r.caption) for r in session.execute(
-        select(Photo.id, Photo.path, Photo.caption).where(Photo.id.in_(list(ids)), Photo.error.is_(None)))}
 
 
-def hit_details(session, ids) -> dict[int, tuple]:
-    """{id: (path, best caption, taken_at, mtime_ns, OCR text or None)} of the good photos among ``ids``: what
-    a hit shows from the photos table, in one query."""
-    return {r.id: (r.path, r.caption, r.taken_at, r.mtime_ns, r.ocr_text or None) for r in session.execute(
-        select(Photo.id, Photo.path, Photo.caption, Photo.taken_at, Photo.mtime_ns, Photo.ocr_text)
-        .where(Photo.id.in_(list(ids)), Photo.error.is_(None)))}
 
 
-def ocr_text_of(session, ids) -> dict[int, str]:
-    """{id: the text read in the photo (OCR)} of the photos among ``ids`` that have some."""
-    return {r.id: r.ocr_text for r in session.execute(
-        select(Photo.id, Photo.ocr_text).where(Photo.id.in_(list(ids)), Photo.ocr_text.is_not(None),
-                                               Photo.ocr_text != ""))}
 
 
-def terms_of(session, ids) -> dict[int, dict[str, list[str]]]:
-    """{id: {"tag": [...], "keyword": [...]}} for ``ids``: tags by score (photo-level, then region tags),
-    keywords in stored order."""
-
-    terms: dict[int, dict[str, list[str]]] = {i: {"tag": [], "keyword": [], "region": []} for i in ids}
-    if terms:
-        for pid, kind, term in session.execute(
-            select(Tag.photo_id, Tag.kind, Tag.term)
-            .where(Tag.photo_id.in_(list(terms)))
-            .order_by(Tag.photo_id, Tag.kind, Tag.score.desc(), literal_column("tags.rowid"))
-        ):
-            terms[pid][kind].append(term)
-    for t in terms.values():   # region tags (a class seen in one part of the photo) after the photo-level ones
-        t["tag"] += t.pop("region")
-    return terms
 
 
 # ---------------------------------------------------------------------------- what the start page reads
@@ -352,22 +311,6 @@ def photos_by_hash(session, hashes) -> dict[str, list]:
 
 # ---------------------------------------------------------------------------- what duplicates read
 
-def copy_groups(session, ids) -> dict[int, list[tuple[int, str]]]:
-    """{id: [(id, path)] of the good photos with its content hash, itself included, by id} for the ids among
-    ``ids`` that have at least one such copy (search/duplicates.Collapse)."""
-    ids = list(ids)
-    if not ids:
-        return {}
-    other = Photo.__table__.alias("other")
-    rows = session.execute(
-        select(Photo.id, other.c.id, other.c.path)
-        .join(other, other.c.content_hash == Photo.content_hash)
-        .where(Photo.id.in_(ids), Photo.content_hash.is_not(None), other.c.error.is_(None))
-        .order_by(Photo.id, other.c.id)).all()
-    groups: dict[int, list[tuple[int, str]]] = {}
-    for pid, oid, path in rows:
-        groups.setdefault(pid, []).append((oid, path))
-    return {pid: g for pid, g in groups.items() if len(g) > 1}
 
 
 def same_hash_groups(store, folder: str | None = None) -> list[list]:
