@@ -1,7 +1,9 @@
 """Helpers shared by the library/indexer tests: one tiny captioner per test session, small photos."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -55,3 +57,19 @@ def captioner_with_projection():
     cap = tiny_captioner(0)
     cap.projection = build_projection(ProjectionConfig(hidden=64, attn_dim=32)).eval()
     return cap
+
+
+@contextlib.contextmanager
+def alarm(seconds: int, what: str):
+    """Raise TimeoutError in the main thread after ``seconds`` (SIGALRM): a hung test (a Ray pipeline that waits
+    forever) fails instead of blocking the suite."""
+    def expired(*_):
+        raise TimeoutError(f"{what} took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -26,9 +26,9 @@ pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (it
 
 from imgsearch import Library                 # noqa: E402
 from imgsearch.cluster import shards          # noqa: E402
-from libtools import ROOT, make_set, rows, tiny_captioner  # noqa: E402
+from libtools import ROOT, alarm, rows, tiny_captioner  # noqa: E402
 from photos import make_photo                 # noqa: E402
-from test_ray_index import KINDS, assert_same, snapshot  # noqa: E402
+from test_ray_index import KINDS, assert_same, make_photos, snapshot  # noqa: E402
 
 pytestmark = pytest.mark.ray
 TIMEOUT_S = 120
@@ -40,14 +40,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_
 @pytest.fixture(autouse=True)
 def _timeout():
     """A hung Ray pipeline fails the test (SIGALRM) instead of blocking the suite."""
-    def expired(*_):
-        raise TimeoutError(f"Ray test took more than {TIMEOUT_S} s (a hung pipeline?)")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with alarm(TIMEOUT_S, "Ray test (a hung pipeline?)"):
+        yield
 
 
 def short_tmp(prefix: str) -> Path:
@@ -129,16 +123,7 @@ def shard_rows(run: Path) -> int:
 def photos(tmp_path_factory):
     """(folder, checkpoint, reference db): 9 drawn photos (one a copy of another) and a bad file, the tiny
     captioner saved, and the library the plain ``index`` makes of them (as tests/test_ray_index.py)."""
-    base = tmp_path_factory.mktemp("raycluster")
-    pics = base / "pics"
-    make_set(pics, KINDS[:6])
-    make_set(pics / "sub", KINDS[6:], prefix="s")
-    (pics / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    ckpt = tiny_captioner(0).save(base / "tiny.pt")
-    ref = base / "ref" / "library.db"
-    with Library(ref, model=ckpt, device="cpu") as lib:
-        lib.index([pics], workers=0)
-    return pics, ckpt, ref
+    return make_photos(tmp_path_factory.mktemp("raycluster"))
 
 
 @pytest.fixture

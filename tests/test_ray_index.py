@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,7 @@ from imgsearch import Library                       # noqa: E402
 from imgsearch.cli import app                       # noqa: E402
 from imgsearch.cluster import run as cluster_run  # noqa: E402
 from imgsearch.cluster import shards              # noqa: E402
-from libtools import ROOT, make_set, rows, tiny_captioner  # noqa: E402
+from libtools import ROOT, alarm, make_set, rows, tiny_captioner  # noqa: E402
 
 pytestmark = pytest.mark.ray
 TIMEOUT_S = 240
@@ -39,14 +38,8 @@ KINDS = ["red_circle", "blue_square", "green_triangle", "stripes", "checker", "g
 @pytest.fixture(autouse=True)
 def _timeout():
     """A hung Ray pipeline fails the test (SIGALRM) instead of blocking the suite."""
-    def expired(*_):
-        raise TimeoutError(f"Ray test took more than {TIMEOUT_S} s (a hung pipeline?)")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with alarm(TIMEOUT_S, "Ray test (a hung pipeline?)"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +51,13 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, ray_local):
-    """(photos folder, checkpoint, reference db): 9 drawn photos (one a copy of another) + one bad file,
-    the tiny captioner saved as a checkpoint, and the library the plain ``index`` makes of them."""
-    base = tmp_path_factory.mktemp("rayidx")
+    """(photos folder, checkpoint, reference db): make_photos."""
+    return make_photos(tmp_path_factory.mktemp("rayidx"))
+
+
+def make_photos(base: Path) -> tuple[Path, Path, Path]:
+    """(photos folder, checkpoint, reference db) under ``base``: 9 drawn photos (one a copy of another) + one bad
+    file, the tiny captioner saved as a checkpoint, and the library the plain ``index`` makes of them."""
     pics = base / "pics"
     make_set(pics, KINDS[:6])
     make_set(pics / "sub", KINDS[6:], prefix="s")
