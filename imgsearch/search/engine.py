@@ -188,7 +188,7 @@ class QueryEngine:
         n0 = int(FUSION["depth"])
         early = None
         if mode == "hybrid":
-            # BM25 needs no query vector: it runs on the other core while MiniLM and FAISS run here
+            # BM25 needs no query vector: it runs on a worker while MiniLM and FAISS run here
             # (numpy, onnxruntime and FAISS release the GIL)
             early = self._overlap(self.bm25_search, text, n0, allowed)
         qvec = self.models.embedder().embed([text])[0] if mode not in ("bm25", "text") else None
@@ -208,7 +208,7 @@ class QueryEngine:
             rerank = False
         weight = rerank_weight(text, weights.get("labels", 0.0)) if mode == "hybrid" and rerank else 0.0
         details = Details(self.store)
-        # the re-ranked photos' rows are read on the background worker while the re-ranker scores them
+        # the re-ranked photos' rows are read on a worker while the re-ranker scores them
         post = ((lambda fused: self.rerank(text, fused, weight, ahead=lambda ids: details.ahead(self._overlap, ids)))
                 if weight > 0 else None)
         kinds = relevance.counted(MODE_SIGNALS[mode])
@@ -400,8 +400,9 @@ class QueryEngine:
         return folder
 
     def _overlap(self, fn, *args):
-        """``fn(*args)`` started on the background worker when it is idle (a Future); None when another
-        query holds it: the caller then does the work itself, so concurrent queries never queue for it."""
+        """``fn(*args)`` started on one of the WORKERS background threads when one is idle (a Future); None when
+        all are busy (other queries, or this one's other parts): the caller then does the work itself, so
+        concurrent queries never queue for them."""
         free = self._free
         if not free.acquire(blocking=False):
             return None
