@@ -5,7 +5,7 @@ For each photo of a COCO-style caption file (indexed in the library), a crop of 
 ``--crop`` of its width and height (seeded), so the subject moves and part of the scene goes — is written
 outside the library and used as the query photo (not indexed: its vectors are computed as `imgsearch query
 --like PHOTO` computes them). Each signal's top ``--depth`` is fused as the engine fuses a like query
-(search/engine.fuse_lists); the rank of the original photo gives R@1/R@5/R@10 per weight mix.
+(search/fuse.fuse_lists); the rank of the original photo gives R@1/R@5/R@10 per weight mix.
 
     python bench/like_queries.py --captions DEV.json --images DIR --library LIB.db [--limit 300]
 """
@@ -38,7 +38,7 @@ def main() -> None:
 
     from imgsearch import Library
     from imgsearch.model.coco import load_captions
-    from imgsearch.search.engine import fuse_lists
+    from imgsearch.search.fuse import fuse_lists
     from imgsearch.store.models import Photo
 
     refs = load_captions(args.captions)

@@ -11,7 +11,7 @@ PHOTO` computes them for a photo that is not indexed (QueryEngine.photo_vectors:
   20 query photos a noun).
 
 Each signal's top ``--depth`` (exact cosine over all photos) is fused as the engine fuses a like query
-(search/engine.fuse_lists, z-scores). The vectors are cached in ``--cache`` (an .npz) so a rerun only fuses.
+(search/fuse.fuse_lists, z-scores). The vectors are cached in ``--cache`` (an .npz) so a rerun only fuses.
 
     python bench/like_visual.py --captions ../shared/data/coco_dev/captions_dev.json \\
         --images ../shared/data/coco_dev/images --cache /tmp/like_visual_coco.npz
@@ -76,7 +76,7 @@ def main() -> None:
     import shortq
     from short_queries import machine
 
-    from imgsearch.search.engine import fuse_lists
+    from imgsearch.search.fuse import fuse_lists
 
     cache = Path(args.cache)
     if not cache.exists():

@@ -31,7 +31,8 @@ from imgsearch.limits import MAX_QUERY_CHARS, check_k, query_length
 from imgsearch.indexer.report import IndexReport
 from imgsearch.models import Models
 from imgsearch.search.caches import SearchCaches
-from imgsearch.search.engine import QueryEngine, fuse_lists
+from imgsearch.search.engine import QueryEngine
+from imgsearch.search.fuse import fuse_lists
 from imgsearch.search.settings import FUSION, MODES, RERANK
 from imgsearch.store import queries
 from imgsearch.store.db import current_revision, open_store

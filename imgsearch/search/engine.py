@@ -33,7 +33,7 @@ from imgsearch.search import bm25, relevance
 from imgsearch.search.filters import Excluding, Filters, InFolder, split_query
 from imgsearch.search.duplicates import Collapse
 from imgsearch.search.hitlist import Details, make_hits
-from imgsearch.search.fuse import fuse
+from imgsearch.search.fuse import combined_weights, fuse_lists
 from imgsearch.search.settings import FUSION, MODE_SIGNALS, MODES, RELEVANCE, RERANK, label_weight, rerank_weight
 from imgsearch.store import hot_reads, queries
 
@@ -50,32 +50,6 @@ SORT_DEPTH = 1000
 #: their cells while the rest are read (numpy, onnxruntime, FAISS and SQLite release the GIL). A query takes
 #: an idle one or does the part itself, so concurrent queries never queue for them.
 WORKERS = 2
-
-
-def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
-    """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
-    if not lists:
-        return []
-    if len(lists) == 1:
-        return next(iter(lists.values()))
-    zero = [name for name in FUSION.get("zero_fill", ()) if name in lists]
-    if zero:   # a photo without the query's words in its text scores 0 there (settings.FUSION["zero_fill"])
-        every = {i for lst in lists.values() for i, _ in lst}
-        lists = dict(lists)
-        for name in zero:
-            have = {i for i, _ in lists[name]}
-            lists[name] = list(lists[name]) + [(i, 0.0) for i in sorted(every - have)]
-    return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
-                k_rrf=FUSION["k_rrf"])
-
-
-def combined_weights(text_weights: dict[str, float], signals: Sequence[str], like_vectors) -> dict[str, float]:
-    """Fusion weights of a text + like query: the text signals' weights and the like-lists' (named
-    "like_<kind>") each scaled to sum to 1, so that the words and the example photo count equally."""
-    text_w = {s: max(0.0, float(text_weights.get(s, 1.0))) for s in signals}   # 0: not searched, as before
-    like_w = {kind: float(FUSION["like_weights"][kind]) for kind in like_vectors}
-    ts, ls = sum(text_w.values()) or 1.0, sum(like_w.values()) or 1.0
-    return {**{s: w / ts for s, w in text_w.items()}, **{f"like_{kind}": w / ls for kind, w in like_w.items()}}
 
 
 def by_date(hits: list[Hit], newest: bool) -> list[Hit]:

@@ -13,14 +13,20 @@ does not matter; a repeated id keeps its best entry; entries with NaN/inf scores
 present in only one list still appears. Lists that are missing, None or empty, or whose weight is
 <= 0, contribute nothing (a weight not given is 1.0). Result: [(id, score)] by score desc, ties by
 id asc (deterministic: lists are summed in name order), truncated to `k` when given.
+
+A query's lists are fused by ``fuse_lists`` with the shipped settings (settings.FUSION: method, weights, the
+zero fill of BM25 and OCR text), and a text + like query's weights come from ``combined_weights``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
-__all__ = ["fuse", "METHODS"]
+from imgsearch.search.settings import FUSION
+
+__all__ = ["fuse", "fuse_lists", "combined_weights", "METHODS"]
+Ranked = list[tuple[int, float]]     # (photo id, score), best first
 
 METHODS = ("rrf", "sum", "zsum")
 
@@ -86,3 +92,29 @@ def _zsum(ranked_lists, weights, k):
     total = {i: sum(w * z.get(i, floor) for w, z, floor in lists) for i in ids}
     out = sorted(total.items(), key=lambda x: (-x[1], x[0]))
     return out[:k] if k is not None else out
+
+
+def fuse_lists(lists: dict[str, Ranked], weights: dict[str, float]) -> Ranked:
+    """One ranked list: a single signal keeps its own scores (BM25, or cosine); several are fused per FUSION."""
+    if not lists:
+        return []
+    if len(lists) == 1:
+        return next(iter(lists.values()))
+    zero = [name for name in FUSION.get("zero_fill", ()) if name in lists]
+    if zero:   # a photo without the query's words in its text scores 0 there (settings.FUSION["zero_fill"])
+        every = {i for lst in lists.values() for i, _ in lst}
+        lists = dict(lists)
+        for name in zero:
+            have = {i for i, _ in lists[name]}
+            lists[name] = list(lists[name]) + [(i, 0.0) for i in sorted(every - have)]
+    return fuse(lists, {name: weights.get(name, 1.0) for name in lists}, method=FUSION["method"],
+                k_rrf=FUSION["k_rrf"])
+
+
+def combined_weights(text_weights: dict[str, float], signals: Sequence[str], like_vectors) -> dict[str, float]:
+    """Fusion weights of a text + like query: the text signals' weights and the like-lists' (named
+    "like_<kind>") each scaled to sum to 1, so that the words and the example photo count equally."""
+    text_w = {s: max(0.0, float(text_weights.get(s, 1.0))) for s in signals}   # 0: not searched, as before
+    like_w = {kind: float(FUSION["like_weights"][kind]) for kind in like_vectors}
+    ts, ls = sum(text_w.values()) or 1.0, sum(like_w.values()) or 1.0
+    return {**{s: w / ts for s, w in text_w.items()}, **{f"like_{kind}": w / ls for kind, w in like_w.items()}}
