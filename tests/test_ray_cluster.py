@@ -50,8 +50,10 @@ def short_tmp(prefix: str) -> Path:
 
 
 def kill_ray(groups: list[int], marker: str) -> list[int]:
-    """SIGKILL the process groups started here, then every process whose command line names ``marker`` (a temp
-    folder of this test: the Ray processes of an instance it started); returns the pids still there after 10 s."""
+    """SIGKILL the process groups started here, then every process whose command line or environment names
+    ``marker`` (a temp folder of this test, given as RAY_TMPDIR: the Ray processes of an instance it started — a
+    Ray worker renames itself "ray::..." and keeps no folder in its command line, but inherits the environment);
+    returns the pids still there after 10 s."""
     for g in groups:
         try:
             os.killpg(g, signal.SIGKILL)
@@ -63,7 +65,7 @@ def kill_ray(groups: list[int], marker: str) -> list[int]:
         for p in Path("/proc").iterdir():
             if p.name.isdigit() and int(p.name) != os.getpid():
                 try:
-                    if marker in (p / "cmdline").read_bytes().decode(errors="replace"):
+                    if any(marker in (p / f).read_bytes().decode(errors="replace") for f in ("cmdline", "environ")):
                         out.append(int(p.name))
                 except OSError:
                     pass
@@ -235,6 +237,8 @@ def test_driver_killed_half_way_then_run_again(tmp_path):
         assert driver.returncode == -signal.SIGKILL
         done = {k["path"] for k in shards.read_keys(run)}
         assert 0 < len(done) < n, len(done)
+        time.sleep(1.0)      # nothing of the killed run may still be writing shards (a surviving Ray worker did)
+        assert {k["path"] for k in shards.read_keys(run)} == done
         assert not db.exists() or rows(db, "SELECT count(*) FROM photos")[0][0] == 0     # nothing ingested yet
         r = cli(*cmd, env={**ENV, "RAY_TMPDIR": str(raytmp2)})         # the same command again
     finally:
