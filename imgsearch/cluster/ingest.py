@@ -7,7 +7,9 @@ the move / touch / copy / describe rules (indexer/rules.py) and writes one trans
 the description coming from the shard row instead of the captioner. Photos gone from the roots are removed at
 the end, as by ``index``. The plainly new photos of a chunk (a new path, described, a content no other photo
 has: the rules can only say "describe") skip the rules: their rows are made from the Arrow columns in bulk
-(bulk_rows) on a reader thread while the previous chunk is written, and inserted by one executemany a table.
+(bulk_rows) and inserted by one executemany a table (_BulkWriter). Three threads besides this one: one reads
+(decodes) the shards ahead, one runs each bulk transaction's COMMIT while the next chunk's rows are made, one
+copies the WAL back into the database file (_Checkpointer); the Python work stays on this thread (see run()).
 
 Idempotent: a photo written is no longer in the plan's work list, so a second ingest, or one after a crash
 half-way (whole transactions only), writes exactly what is missing and gives the same library. A photo
@@ -17,13 +19,14 @@ changed since are left (``report.not_ingested``: the next run submits them again
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +37,8 @@ from imgsearch.indexer.plan import make_plan
 from imgsearch.indexer.reembed import refresh_caption_embeddings
 from imgsearch.indexer.runner import IndexRunner
 from imgsearch.store import writes
+
+log = logging.getLogger(__name__)
 
 CHUNK = 2000   # shard rows per transaction
 
@@ -53,8 +58,9 @@ class ShardIngest(IndexRunner):
                          verify=bool(opts.get("verify")))
         self.version = version
         self.not_ingested = 0   # planned photos without a usable shard row: left for the next run
-        self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_new); False: all row by row
+        self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_write); False: all row by row
         self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library)
+        self._writer: _BulkWriter | None = None   # the bulk transactions' connection, commits, checkpoints
 
     def run(self):
         from imgsearch.indexer.scan import RootNotFoundError
@@ -78,15 +84,22 @@ class ShardIngest(IndexRunner):
         if self.progress:
             self.progress(0, total)
         t_write = time.monotonic()
-        # a thread reads the shards and makes the rows of the next chunk while this one writes the current one
-        # (Parquet decoding and SQLite's steps release the GIL); it alone takes rows out of ``pending``
-        for batch, take, prep in _prefetched(self._staged(shards.iter_batches(self.run_dir, self.batch_size),
-                                                          pending)):
-            if take:
-                self._ingest(batch, take, prep)
-                done += len(take)
-                if self.progress:
-                    self.progress(done, total)
+        self._writer = _BulkWriter(self.store) if self.bulk else None
+        try:
+            # a thread reads (decodes) the shards ahead; the rows are made here, between the transactions: made
+            # on that thread too, their Python work would hold the GIL that each row of an executemany takes
+            # back after its SQLite step, and the inserts ran twice as slow (measured: bench/README.md)
+            for batch, take, prep in self._staged(_prefetched(shards.iter_batches(self.run_dir, self.batch_size)),
+                                                  pending):
+                if take:
+                    self._ingest(batch, take, prep)
+                    done += len(take)
+                    if self.progress:
+                        self.progress(done, total)
+        finally:   # the last commit waited for (and its photos counted), the checkpointer stopped
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
         self.phases["plan_s"] = t_write - t0
         self.phases["writes_s"] = time.monotonic() - t_write
         self.not_ingested = len(pending)
@@ -123,23 +136,23 @@ class ShardIngest(IndexRunner):
 
     def _prepare(self, batch, take: list[tuple[int, int, dict, str | None]]):
         """(candidates, their BulkRows) for the rows of ``take`` that may be plainly new (see _plainly_new: new
-        path, no row, described), or None; made from the batch alone, without the library (a thread does it
-        ahead)."""
-        import pyarrow as pa
-
+        path, no row, described), or None; made from the batch alone, without the library (while the previous
+        chunk's COMMIT runs: _BulkWriter)."""
         work = self.plan.work
         cand = [t for t in take if t[3] is None and work[t[0]].reason == "new" and work[t[0]].photo_id is None]
         if not cand:
             return None
         infos = [info for _, _, info, _ in cand]
         writes.resolve_places(infos)     # the gazetteer loads before the write lock
-        sub = batch.take(pa.array([j for _, j, _, _ in cand], type=pa.int64()))
-        return cand, bulk_rows(sub, [work[i].path for i, _, _, _ in cand], infos, self.version, writes.now(),
-                               self.store.engine.dialect)
+        return cand, bulk_rows(batch, [work[i].path for i, _, _, _ in cand], infos, self.version, writes.now(),
+                               self.store.engine.dialect, [j for _, j, _, _ in cand])
 
     def _ingest(self, batch, take: list[tuple[int, int, dict, str | None]], prep=None) -> None:
         """Write the rows of ``take``: the plainly new photos by bulk inserts (_bulk_write, one transaction), then
-        the others through the rules (_by_rules, one transaction)."""
+        the others through the rules (_by_rules, one transaction). The previous chunk's commit is waited for
+        first: the checks below read what it wrote."""
+        if self._writer is not None:
+            self._writer.wait()
         if prep is not None:
             cand, rows = prep
             fast = self._plainly_new(cand)
@@ -180,37 +193,44 @@ class ShardIngest(IndexRunner):
     def _bulk_write(self, r: "BulkRows") -> None:
         """Plainly new photos in one transaction of bulk inserts: the rows made from the batch's columns
         (bulk_rows), written by the DB-API cursor's executemany, one statement per table, the ids given here
-        (AUTOINCREMENT continued: the ids the ORM would give), with a larger page cache for the transaction."""
+        (AUTOINCREMENT continued: the ids the ORM would give), on the bulk writer's connection (_BulkWriter:
+        a larger page cache; the COMMIT runs on its thread while the next chunk's rows are made here)."""
         from imgsearch.indexer.reembed import META_KEY, embedding_version
-        from imgsearch.search import bm25
         from imgsearch.store.db import bump_revision, set_meta
 
-        n = len(r.photos)
-        with self.store.write() as s:
-            cur = s.connection().connection.driver_connection.cursor()
-            cache = cur.execute("PRAGMA cache_size").fetchone()[0]
-            cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
-            try:
-                base = int(cur.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'photos'), "
-                                       "0), coalesce((SELECT max(id) FROM photos), 0))").fetchone()[0])
-                cur.executemany(f"INSERT INTO photos ({', '.join(PHOTO_COLUMNS)}) VALUES "
-                                f"(? + {base}{', ?' * (len(PHOTO_COLUMNS) - 1)})", r.photos)
-                cur.executemany(f"INSERT INTO captions (photo_id, rank, text, score) VALUES (? + {base}, ?, ?, ?)",
-                                r.captions)
-                cur.executemany(f"INSERT INTO tags (photo_id, kind, term, score) VALUES (? + {base}, ?, ?, ?)",
-                                r.tags)
-                cur.executemany(f"INSERT INTO photo_cells (photo_id, data) VALUES (? + {base}, ?)", r.cells)
-                # new ids (AUTOINCREMENT never reuses one): no document to replace, only to insert
-                cur.executemany(f"INSERT INTO {bm25.TABLE}(rowid, terms) VALUES (? + {base}, ?)", r.documents)
-            finally:   # the pooled connection keeps its usual cache
-                cur.execute(f"PRAGMA cache_size = {int(cache)}")
-                cur.close()
+        n, w = len(r.photos), self._writer
+        tx = w.begin()   # BEGIN IMMEDIATE, once the previous commit is done
+        try:
+            base = self._bulk_insert(w.cursor, r)
             if not self.embedder_recorded:
-                set_meta(s, META_KEY, embedding_version(self.get_embedder()))
-                self.embedder_recorded = True
-            bump_revision(s)
-        self.touched.update(range(base + 1, base + n + 1))
-        self.report.added += n
+                set_meta(w.conn, META_KEY, embedding_version(self.get_embedder()))
+            bump_revision(w.conn)
+        except BaseException:
+            tx.rollback()
+            raise
+
+        def committed() -> None:   # called by w.wait(), here, once the COMMIT has returned
+            self.embedder_recorded = True
+            self.touched.update(range(base + 1, base + n + 1))
+            self.report.added += n
+
+        w.commit(tx, committed)
+
+    @staticmethod
+    def _bulk_insert(cur, r: "BulkRows") -> int:
+        """The executemany of each table, inside the caller's transaction; returns the base id."""
+        from imgsearch.search import bm25
+
+        base = int(cur.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'photos'), "
+                               "0), coalesce((SELECT max(id) FROM photos), 0))").fetchone()[0])
+        cur.executemany(f"INSERT INTO photos ({', '.join(PHOTO_COLUMNS)}) VALUES "
+                        f"(? + {base}{', ?' * (len(PHOTO_COLUMNS) - 1)})", r.photos)
+        cur.executemany(f"INSERT INTO captions (photo_id, rank, text, score) VALUES (? + {base}, ?, ?, ?)", r.captions)
+        cur.executemany(f"INSERT INTO tags (photo_id, kind, term, score) VALUES (? + {base}, ?, ?, ?)", r.tags)
+        cur.executemany(f"INSERT INTO photo_cells (photo_id, data) VALUES (? + {base}, ?)", r.cells)
+        # new ids (AUTOINCREMENT never reuses one): no document to replace, only to insert
+        cur.executemany(f"INSERT INTO {bm25.TABLE}(rowid, terms) VALUES (? + {base}, ?)", r.documents)
+        return base
 
     # the model's two steps, answered from the shard rows
     def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
@@ -267,55 +287,198 @@ class BulkRows:
         return BulkRows(pick(self.photos), pick(self.captions), pick(self.tags), pick(self.cells), pick(self.documents))
 
 
-def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect) -> BulkRows:
+def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect,
+              rows: Sequence[int] | None = None) -> BulkRows:
     """The rows upsert_photo + write_description (store/writes.py) would write for described shard rows of new
     photos, made from the batch's columns (shards.flat_lists / vector_bytes) instead of one Description each;
-    dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores them."""
+    dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores them. ``rows``: the
+    batch row of each photo (default: every row, in order; read in place, not copied out by a take)."""
     from imgsearch.model.labels import LABELS_VERSION
-    from imgsearch.search import bm25
+    from imgsearch.search.bm25 import document_terms
     from imgsearch.store.models import Photo
 
     date = Photo.__table__.c.indexed_at.type.bind_processor(dialect) or (lambda v: v)
-    n = len(paths)
     col = batch.column
     cap_off, (cap_text, cap_score) = shards.flat_lists(col("captions"))
     tag_off, (tag_text, tag_score) = shards.flat_lists(col("tags"))
     kw_off, kws = shards.flat_lists(col("keywords"))
     reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
-    vec = {k: shards.vector_bytes(col(k)) for k in shards.VECTOR_COLUMNS}
+    cap_off, tag_off, kw_off, reg_off = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
+    cap_vec, img_vec, lab_vec, vis_vec = (shards.vector_bytes(col(k)) for k in
+                                          ("caption_embedding", "image_embedding", "label_embedding",
+                                           "visual_embedding"))
     cells, labels = col("cells").to_pylist(), col("labels").to_pylist()
     labels_version = col("labels_version").to_pylist()
     at_s = date(at)
     no_place = (None, None, None, None)
+    dirname, stat_values, term_rows, document = os.path.dirname, writes.stat_values, writes.term_rows, writes._document
     out = BulkRows([], [], [], [], [])
-    for k in range(n):
-        pid = k + 1
-        info, path = infos[k], paths[k]
+    photos, out_captions, out_tags, out_cells, documents = out.photos, out.captions, out.tags, out.cells, out.documents
+    for pid, (k, path, info) in enumerate(zip(range(len(paths)) if rows is None else rows, paths, infos), 1):
         a, b = cap_off[k], cap_off[k + 1]
-        captions = [(rk, cap_text[a + rk], float(cap_score[a + rk])) for rk in range(b - a)]
+        captions = list(zip(range(b - a), cap_text[a:b], map(float, cap_score[a:b])))
         has_labels = labels[k] is not None
         region = (list(zip(reg_text[reg_off[k]:reg_off[k + 1]], reg_score[reg_off[k]:reg_off[k + 1]]))
                   if has_labels else ())
-        terms = writes.term_rows(zip(tag_text[tag_off[k]:tag_off[k + 1]], tag_score[tag_off[k]:tag_off[k + 1]]),
-                                 kws[kw_off[k]:kw_off[k + 1]], region)
-        st = writes.stat_values(info)
+        terms = term_rows(zip(tag_text[tag_off[k]:tag_off[k + 1]], tag_score[tag_off[k]:tag_off[k + 1]]),
+                          kws[kw_off[k]:kw_off[k + 1]], region)
+        st = stat_values(info)
         place = st.get("place")
         pl = (st["gps_lat"], st["gps_lon"], place, st["places_version"]) if "places_version" in st else no_place
-        out.photos.append((
-            pid, path, os.path.dirname(path), st["size"], st["mtime_ns"], st["content_hash"], st["width"],
-            st["height"], date(st["taken_at"]) if st["taken_at"] is not None else None,
-            captions[0][1] if captions else "", version, None, at_s, vec["caption_embedding"][k],
-            vec["image_embedding"][k], labels[k] if has_labels else None,
-            vec["label_embedding"][k] if has_labels else None,
+        taken = st["taken_at"]
+        photos.append((
+            pid, path, dirname(path), st["size"], st["mtime_ns"], st["content_hash"], st["width"],
+            st["height"], date(taken) if taken is not None else None,
+            captions[0][1] if captions else "", version, None, at_s, cap_vec[k], img_vec[k],
+            labels[k] if has_labels else None, lab_vec[k] if has_labels else None,
             (labels_version[k] or LABELS_VERSION) if has_labels else None,
-            vec["visual_embedding"][k] if has_labels else None, *pl, None, None))
-        out.captions += [(pid, rk, t, sc) for rk, t, sc in captions]
-        out.tags += [(pid, kd, t, sc) for kd, t, sc in terms]
+            vis_vec[k] if has_labels else None, *pl, None, None))
+        out_captions.extend([(pid, rk, t, sc) for rk, t, sc in captions])
+        out_tags.extend([(pid, kd, t, sc) for kd, t, sc in terms])
         if cells[k] is not None:
-            out.cells.append((pid, cells[k]))
-        _, doc = writes._document(pid, captions, terms, place)
-        out.documents.append((pid, bm25.document_terms(doc)))
+            out_cells.append((pid, cells[k]))
+        documents.append((pid, document_terms(document(pid, captions, terms, place)[1])))
     return out
+
+
+WAL_RESTART_FRAMES = 65536   # WAL pages (4 KiB) past which a bulk transaction waits for the checkpointer first
+
+
+class _BulkWriter:
+    """The connection the bulk transactions are written on (one, held for the ingest, with a larger page cache
+    and ``wal_autocheckpoint = 0``), a thread that runs their COMMIT, and the _Checkpointer. A COMMIT writes the
+    transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call that releases the GIL, so the next
+    chunk's rows are made meanwhile. begin() waits for the previous commit; whole transactions only, as before:
+    an interrupted ingest leaves the commits that returned (and the one under way, if it completes)."""
+
+    def __init__(self, store):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.conn = store.engine.connect().execution_options(sqlite_immediate=True)
+        try:
+            self.cursor = cur = self.conn.connection.driver_connection.cursor()
+            self._saved = (cur.execute("PRAGMA cache_size").fetchone()[0],
+                           cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+            cur.execute("PRAGMA wal_autocheckpoint = 0")   # the checkpointer copies the WAL back
+            self.checkpointer = _Checkpointer(store)
+        except BaseException:
+            self.conn.close()
+            raise
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bulk-commit")
+        self._pending = None   # (future of the COMMIT, called once it has returned)
+
+    def begin(self):
+        """A new transaction (BEGIN IMMEDIATE) once the previous one is committed; the WAL copied back first
+        when it has grown past WAL_RESTART_FRAMES (this transaction then writes it from its start)."""
+        self.wait()
+        if self.checkpointer.wal_frames > WAL_RESTART_FRAMES:
+            self.checkpointer.settle()
+        return self.conn.begin()
+
+    def commit(self, tx, committed: Callable[[], None]) -> None:
+        """COMMIT ``tx`` on the commit thread; ``committed`` is called by the next wait() once it has returned."""
+        def run():
+            tx.commit()
+            self.checkpointer.kick()
+
+        self._pending = (self._pool.submit(run), committed)
+
+    def wait(self) -> None:
+        """Wait for the commit under way, if any (its error raised here)."""
+        if self._pending is None:
+            return
+        future, committed = self._pending
+        try:
+            future.result()
+        except BaseException:
+            if not future.done():
+                raise               # interrupted while it runs: close() waits for it again
+            self._pending = None
+            if future.exception() is None:
+                committed()         # it did commit (the interruption came as it returned)
+            raise
+        self._pending = None
+        committed()
+
+    def close(self) -> None:
+        """The commit under way waited for, the connection's settings restored and back in the pool, the WAL
+        copied back."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            try:
+                self.cursor.execute(f"PRAGMA cache_size = {int(self._saved[0])}")
+                self.cursor.execute(f"PRAGMA wal_autocheckpoint = {int(self._saved[1])}")
+                self.cursor.close()
+            finally:
+                self.conn.close()
+                self.checkpointer.close()
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file (``PRAGMA wal_checkpoint(PASSIVE)``) on a thread and a
+    connection of its own, after each bulk transaction (kick), while the next one is written: the bulk
+    transactions commit with ``wal_autocheckpoint = 0`` so their commit only appends to the WAL, and the copy
+    and its two fsyncs (synchronous=NORMAL: the WAL before, the database after) overlap the inserts instead of
+    stalling them. Nothing about durability changes: a commit is in the WAL as before, a checkpoint is
+    SQLite's own (a crash during it is recovered from the WAL), and a reader still sees whole transactions.
+
+    SQLite writes the WAL from its start again only when a transaction begins with the whole WAL copied back;
+    the writer calls settle() before its next transaction once the WAL holds more than WAL_RESTART_FRAMES pages
+    (wal_frames: its length at the last checkpoint), so it stays a few transactions long."""
+
+    def __init__(self, store):
+        raw = store.engine.raw_connection()
+        raw.detach()                      # out of the pool: this thread's alone, closed by close()
+        self._conn = raw
+        self._cond = threading.Condition()
+        self._asked = self._done = 0
+        self._closing = False
+        self.wal_frames = 0               # pages in the WAL at the last checkpoint
+        self._thread = threading.Thread(target=self._loop, name="wal-checkpointer", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """A transaction was committed: copy it back."""
+        with self._cond:
+            self._asked += 1
+            self._cond.notify_all()
+
+    def settle(self) -> None:
+        """Wait until every checkpoint asked for so far is done (the next transaction then writes the WAL from
+        its start: counted from 0 again)."""
+        with self._cond:
+            while self._done < self._asked and self._thread.is_alive():
+                self._cond.wait(0.5)
+            self.wal_frames = 0
+
+    def close(self) -> None:
+        """A last checkpoint, then the thread and its connection end."""
+        self.kick()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._conn.close()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._done == self._asked and not self._closing:
+                    self._cond.wait()
+                if self._done == self._asked:
+                    return
+                asked = self._asked
+            try:
+                row = self._conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.wal_frames = int(row[1]) if row and row[0] == 0 else self.wal_frames
+            except Exception as e:  # noqa: BLE001 - a checkpoint not done now is done by the next one (or SQLite's own)
+                log.debug("WAL checkpoint: %s", e)
+            with self._cond:
+                self._done = asked
+                self._cond.notify_all()
 
 
 def _prefetched(it: Iterator, depth: int = 2) -> Iterator:

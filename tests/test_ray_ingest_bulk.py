@@ -1,0 +1,193 @@
+"""The bulk path of ``imgsearch ingest`` (imgsearch/cluster/ingest.py): rows made in place from the shard columns,
+the COMMIT on a thread of its own (_BulkWriter), the WAL copied back by a checkpointer thread, and an ingest killed
+(SIGKILL) half-way that a rerun completes with the very rows of an uninterrupted one.
+
+No Ray instance is started (the ingest only reads Parquet shards), but ``Library.ingest`` wants the extra installed:
+skipped with the reason where it is not (pip install 'imgsearch[ray]').
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'imgsearch[ray]' to run the ingest tests")
+pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed (it comes with imgsearch[ray])")
+import pyarrow.parquet as pq                        # noqa: E402
+from sqlalchemy import text                         # noqa: E402
+
+from imgsearch import Library                       # noqa: E402
+from imgsearch.cluster import ingest as cingest   # noqa: E402
+from imgsearch.cluster import plan as cplan       # noqa: E402
+from imgsearch.cluster import shards              # noqa: E402
+from imgsearch.cluster import run as cluster_run  # noqa: E402
+from imgsearch.model.labels import LABELS_VERSION  # noqa: E402
+from imgsearch.store import writes                # noqa: E402
+from libtools import ROOT, alarm, check_consistent, rows  # noqa: E402
+
+pytestmark = pytest.mark.ray
+VERSION = "synthetic-000000000000+cells"
+WORDS = "a dog cat man woman runs on the grass beach red blue ball water".split()
+
+
+@pytest.fixture(autouse=True)
+def _timeout():
+    with alarm(120, "ingest test"):
+        yield
+
+
+def make_run(base: Path, n: int, per_file: int = 400, unlabelled: int = 0) -> Path:
+    """``n`` small distinct files (not decoded by the ingest: only stat'ed) and a run folder whose shards hold a
+    described row for each (every ``unlabelled``-th without labels: as from a model without them); returns the
+    run folder."""
+    rng = np.random.default_rng(0)
+    pics, run = base / "pics", base / "run"
+    (run / "shards" / "a").mkdir(parents=True)
+    pics.mkdir()
+    for k in range(0, n, per_file):
+        m = min(per_file, n - k)
+        cols: dict[str, list] = {f.name: [] for f in shards.SHARD_SCHEMA}
+        for i in range(k, k + m):
+            p = pics / f"p{i:05d}.jpg"
+            p.write_bytes(b"\xff\xd8" + i.to_bytes(8, "little") * 4)
+            st = p.stat()
+            has_labels = not unlabelled or i % unlabelled != 0
+            tags = [{"text": WORDS[(i + t) % len(WORDS)], "score": float(rng.random())} for t in range(4)]
+            row = {"path": str(p), "reason": "new", "photo_id": None, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                   "model_version": VERSION, "content_hash": f"{i:064x}", "error": None,
+                   "info": json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "content_hash": f"{i:064x}",
+                                       "width": 40, "height": 30, "taken_at": None, "gps": None}),
+                   "captions": [{"text": " ".join(rng.choice(WORDS, 5)), "score": -float(c) - float(rng.random())}
+                                for c in range(3)],
+                   "tags": tags + tags[:1], "keywords": [t["text"] for t in tags[1:]],
+                   "cells": rng.bytes(2000), "labels": rng.bytes(40) if has_labels else None,
+                   "region_tags": tags[:2] if has_labels else None,
+                   "labels_version": LABELS_VERSION if has_labels else None}
+            for name in shards.VECTOR_COLUMNS:
+                row[name] = (rng.standard_normal(shards.DIM).astype(np.float32).tolist()
+                             if has_labels or name in ("caption_embedding", "image_embedding") else None)
+            for name, v in row.items():
+                cols[name].append(v)
+        pq.write_table(pa.table(cols, schema=shards.SHARD_SCHEMA), run / "shards" / "a" / f"{k:06d}.parquet")
+    cplan.write_run(run, [str(pics)], VERSION, "")
+    return run
+
+
+def dump(db: Path) -> dict:
+    """Every row the ingest writes, indexed_at left out (the time of the run)."""
+    cols = [r[1] for r in rows(db, "PRAGMA table_info(photos)")]
+    at = cols.index("indexed_at")
+    return {"photos": [r[:at] + r[at + 1:] for r in rows(db, "SELECT * FROM photos ORDER BY id")],
+            "captions": rows(db, "SELECT * FROM captions ORDER BY photo_id, rank"),
+            "tags": rows(db, "SELECT rowid, * FROM tags ORDER BY rowid"),
+            "cells": rows(db, "SELECT * FROM photo_cells ORDER BY photo_id"),
+            "fts": rows(db, "SELECT rowid, terms FROM photo_fts ORDER BY rowid"),
+            "seq": rows(db, "SELECT * FROM sqlite_sequence")}
+
+
+def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
+    """bulk_rows(batch, rows=positions) — the candidates read where they are — gives the rows that bulk_rows of the
+    batch cut to those positions (a copying take, the way it was made before) gives."""
+    run = make_run(tmp_path, 6, unlabelled=3)
+    batch = next(shards.iter_batches(run, 100))
+    paths = batch.column("path").to_pylist()
+    infos = [json.loads(i) for i in batch.column("info").to_pylist()]
+    pick = [4, 0, 3]   # one without labels (0, 3), in another order than the batch's
+    at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db")._writable_store().engine.dialect
+    args = ([paths[j] for j in pick], [infos[j] for j in pick], VERSION, at, dialect)
+    got = cingest.bulk_rows(batch, *args, rows=pick)
+    assert got == cingest.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
+    assert [r[0] for r in got.photos] == [1, 2, 3] and got.photos[1][15] is None and got.photos[0][15] is not None
+    assert len(got.captions) == 9 and {r[0] for r in got.tags} == {1, 2, 3}
+
+
+def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path):
+    db = tmp_path / "lib" / "library.db"
+    with Library(db) as lib:
+        store = lib._writable_store()
+        w = cingest._BulkWriter(store)
+        try:
+            assert w.cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+            tx = w.begin()
+            w.conn.execute(text("INSERT INTO meta(key, value) VALUES ('s7', '1')"))
+            called = []
+            w.commit(tx, lambda: called.append(True))
+            assert called == []                       # only once wait() has seen the COMMIT return
+            w.wait()
+            assert called == [True] and rows(db, "SELECT value FROM meta WHERE key = 's7'") == [("1",)]
+            # a COMMIT that fails (a deferred foreign key) raises in wait(); its callback is never called
+            tx = w.begin()
+            w.conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+            w.conn.execute(text("INSERT INTO photo_cells (photo_id, data) VALUES (12345, x'00')"))
+            w.commit(tx, lambda: called.append(False))
+            with pytest.raises(Exception, match="FOREIGN KEY"):
+                w.wait()
+            assert called == [True]
+        finally:
+            w.close()
+        assert rows(db, "SELECT count(*) FROM photo_cells") == [(0,)]
+        # the pooled connection has its usual settings again; the WAL was copied back
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+            assert c.exec_driver_sql("PRAGMA cache_size").scalar() != cingest.BULK_CACHE_KIB
+    with sqlite3.connect(db) as c:
+        busy, log, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log == done
+
+
+KILLED = textwrap.dedent("""
+    import sys, time
+    from imgsearch import Library
+    from imgsearch.cluster import run as cluster_run
+
+    def progress(done, total):
+        print(done, flush=True)
+        if done >= 6 * int(sys.argv[3]):   # killed here: the last COMMIT and the WAL's copy may be under way
+            time.sleep(60)
+
+    with Library(sys.argv[1]) as lib:
+        cluster_run.ingest(lib, sys.argv[2], progress=progress, chunk=int(sys.argv[3]))
+""")
+
+
+def test_an_ingest_killed_half_way_is_completed_by_a_rerun(tmp_path):
+    """SIGKILL while bulk transactions are committed (their COMMIT on the writer's thread) and copied back (the
+    checkpointer's): the library holds whole transactions only, and a rerun gives exactly the rows of an ingest
+    that was never interrupted — ids, tags in their order, cells, BM25 documents — and current search caches."""
+    n, chunk = 1200, 50
+    run = make_run(tmp_path, n)
+    ref = tmp_path / "ref" / "library.db"
+    with Library(ref) as lib:
+        rep = cluster_run.ingest(lib, run, chunk=chunk)
+    assert rep.added == n
+    db = tmp_path / "lib" / "library.db"
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(db), str(run), str(chunk)], stdout=subprocess.PIPE,
+                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for line in p.stdout:
+            if int(line) >= 6 * chunk:            # a few transactions in: kill it while it writes more
+                os.kill(p.pid, signal.SIGKILL)
+                break
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == -signal.SIGKILL
+    done = rows(db, "SELECT count(*) FROM photos")[0][0]
+    assert 0 < done < n and done % chunk == 0                  # whole transactions only
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+    check_consistent(db)
+    assert rows(db, "SELECT count(*) FROM photo_fts")[0][0] == rows(db, "SELECT count(*) FROM photo_cells")[0][0] \
+        == done
+    with Library(db) as lib:
+        rep = lib.ingest(run)
+        assert rep.added == n - done and rep.not_ingested == 0
+        assert len(lib.caches.vector_index("caption")) == len(lib.caches.vector_index("labels")) == n
+    assert dump(db) == dump(ref)
