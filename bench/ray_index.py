@@ -64,6 +64,7 @@ def make_shards(n: int, work: Path, chunk: int = 10_000) -> Path:
     import pyarrow.parquet as pq
 
     from imgsearch.cluster import plan as cplan, shards
+    from imgsearch.model.labels import LABELS_VERSION
 
     rng = np.random.default_rng(0)
     pics, run = work / "ingest-pics", work / "ingest-run"
@@ -101,7 +102,7 @@ def make_shards(n: int, work: Path, chunk: int = 10_000) -> Path:
                 "caption_embedding": vectors(), "image_embedding": vectors(),
                 "cells": [pool[j] for j in rng.integers(0, CELLS_POOL, m)], "labels": [rng.bytes(40)] * m,
                 "label_embedding": vectors(), "region_tags": [row[:2] for row in tags],
-                "visual_embedding": vectors(), "labels_version": ["labels-v"] * m}
+                "visual_embedding": vectors(), "labels_version": [LABELS_VERSION] * m}   # current: no re-labelling planned
         table = pa.table({f.name: pa.array(cols[f.name], type=f.type) if not isinstance(cols[f.name], pa.Array)
                           else cols[f.name] for f in shards.SHARD_SCHEMA}, schema=shards.SHARD_SCHEMA)
         pq.write_table(table, run / "shards" / "a" / f"{k:08d}.parquet", use_dictionary=["cells", "labels"],
