@@ -1,5 +1,5 @@
 """The bulk path of ``imgsearch ingest`` (imgsearch/cluster/ingest.py): rows made in place from the shard columns,
-the COMMIT on a thread of its own (_BulkWriter), the WAL copied back by a checkpointer thread, and an ingest killed
+the COMMIT on a thread of its own (cluster/bulk.py: BulkWriter), the WAL copied back by a checkpointer thread, and an ingest killed
 (SIGKILL) half-way that a rerun completes with the very rows of an uninterrupted one.
 
 No Ray instance is started (the ingest only reads Parquet shards), but ``Library.ingest`` wants the extra installed:
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq                        # noqa: E402
 from sqlalchemy import text                         # noqa: E402
 
 from imgsearch import Library                       # noqa: E402
-from imgsearch.cluster import ingest as cingest   # noqa: E402
+from imgsearch.cluster import bulk as cbulk       # noqa: E402
 from imgsearch.cluster import plan as cplan       # noqa: E402
 from imgsearch.cluster import shards              # noqa: E402
 from imgsearch.cluster import run as cluster_run  # noqa: E402
@@ -103,8 +103,8 @@ def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
     pick = [4, 0, 3]   # one without labels (0, 3), in another order than the batch's
     at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db")._writable_store().engine.dialect
     args = ([paths[j] for j in pick], [infos[j] for j in pick], VERSION, at, dialect)
-    got = cingest.bulk_rows(batch, *args, rows=pick)
-    assert got == cingest.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
+    got = cbulk.bulk_rows(batch, *args, rows=pick)
+    assert got == cbulk.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
     assert [r[0] for r in got.photos] == [1, 2, 3] and got.photos[1][15] is None and got.photos[0][15] is not None
     assert len(got.captions) == 9 and {r[0] for r in got.tags} == {1, 2, 3}
 
@@ -113,7 +113,7 @@ def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path)
     db = tmp_path / "lib" / "library.db"
     with Library(db) as lib:
         store = lib._writable_store()
-        w = cingest._BulkWriter(store)
+        w = cbulk.BulkWriter(store)
         try:
             assert w.cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
             tx = w.begin()
@@ -137,7 +137,7 @@ def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path)
         # the pooled connection has its usual settings again; the WAL was copied back
         with store.engine.connect() as c:
             assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
-            assert c.exec_driver_sql("PRAGMA cache_size").scalar() != cingest.BULK_CACHE_KIB
+            assert c.exec_driver_sql("PRAGMA cache_size").scalar() != cbulk.BULK_CACHE_KIB
     with sqlite3.connect(db) as c:
         busy, log, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log == done

@@ -1,0 +1,240 @@
+"""The bulk path of an ingest: the rows of plainly new photos made from a shard batch's Arrow columns
+(``bulk_rows``), and the writer that inserts them (``BulkWriter``: one connection held for the ingest, each COMMIT
+on a thread of its own, the WAL copied back by a ``Checkpointer`` thread meanwhile). cluster/ingest.py decides
+which rows take this path; bench/README.md ("Ingest rate") has the measurements behind each choice."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from imgsearch.cluster import shards
+from imgsearch.store import writes
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------- bulk rows of new photos
+
+PHOTO_COLUMNS = ("id", "path", "folder", "size", "mtime_ns", "content_hash", "width", "height", "taken_at", "caption",
+                 "model_version", "error", "indexed_at", "caption_embedding", "image_embedding", "labels",
+                 "label_embedding", "labels_version", "visual_embedding", "gps_lat", "gps_lon", "place",
+                 "places_version", "ocr_text", "ocr_version")
+
+
+BULK_CACHE_KIB = -131072   # PRAGMA cache_size of a bulk transaction (128 MiB: its index pages stay in memory)
+
+
+@dataclass
+class BulkRows:
+    """The rows of new photos for executemany, photo ids relative (1..n: the insert adds the base id)."""
+
+    photos: list[tuple]
+    captions: list[tuple]
+    tags: list[tuple]
+    cells: list[tuple]
+    documents: list[tuple]
+
+    def subset(self, keep: list[int]) -> "BulkRows":
+        """The rows of the photos at positions ``keep`` (0-based, in order), renumbered 1..len(keep)."""
+        new = {k + 1: n + 1 for n, k in enumerate(keep)}
+
+        def pick(rows):
+            return [(new[r[0]], *r[1:]) for r in rows if r[0] in new]
+
+        return BulkRows(pick(self.photos), pick(self.captions), pick(self.tags), pick(self.cells), pick(self.documents))
+
+
+def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect,
+              rows: Sequence[int] | None = None) -> BulkRows:
+    """The rows upsert_photo + write_description (store/writes.py) would write for described shard rows of new
+    photos, made from the batch's columns (shards.flat_lists / vector_bytes) instead of one Description each;
+    dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores them. ``rows``: the
+    batch row of each photo (default: every row, in order; read in place, not copied out by a take)."""
+    from imgsearch.model.labels import LABELS_VERSION
+    from imgsearch.search.bm25 import document_terms
+    from imgsearch.store.models import Photo
+
+    date = Photo.__table__.c.indexed_at.type.bind_processor(dialect) or (lambda v: v)
+    col = batch.column
+    cap_off, (cap_text, cap_score) = shards.flat_lists(col("captions"))
+    tag_off, (tag_text, tag_score) = shards.flat_lists(col("tags"))
+    kw_off, kws = shards.flat_lists(col("keywords"))
+    reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
+    cap_off, tag_off, kw_off, reg_off = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
+    cap_vec, img_vec, lab_vec, vis_vec = (shards.vector_bytes(col(k)) for k in
+                                          ("caption_embedding", "image_embedding", "label_embedding",
+                                           "visual_embedding"))
+    cells, labels = col("cells").to_pylist(), col("labels").to_pylist()
+    labels_version = col("labels_version").to_pylist()
+    at_s = date(at)
+    no_place = (None, None, None, None)
+    dirname, stat_values, term_rows, document = os.path.dirname, writes.stat_values, writes.term_rows, writes._document
+    out = BulkRows([], [], [], [], [])
+    photos, out_captions, out_tags, out_cells, documents = out.photos, out.captions, out.tags, out.cells, out.documents
+    for pid, (k, path, info) in enumerate(zip(range(len(paths)) if rows is None else rows, paths, infos), 1):
+        a, b = cap_off[k], cap_off[k + 1]
+        captions = list(zip(range(b - a), cap_text[a:b], map(float, cap_score[a:b])))
+        has_labels = labels[k] is not None
+        region = (list(zip(reg_text[reg_off[k]:reg_off[k + 1]], reg_score[reg_off[k]:reg_off[k + 1]]))
+                  if has_labels else ())
+        terms = term_rows(zip(tag_text[tag_off[k]:tag_off[k + 1]], tag_score[tag_off[k]:tag_off[k + 1]]),
+                          kws[kw_off[k]:kw_off[k + 1]], region)
+        st = stat_values(info)
+        place = st.get("place")
+        pl = (st["gps_lat"], st["gps_lon"], place, st["places_version"]) if "places_version" in st else no_place
+        taken = st["taken_at"]
+        photos.append((
+            pid, path, dirname(path), st["size"], st["mtime_ns"], st["content_hash"], st["width"],
+            st["height"], date(taken) if taken is not None else None,
+            captions[0][1] if captions else "", version, None, at_s, cap_vec[k], img_vec[k],
+            labels[k] if has_labels else None, lab_vec[k] if has_labels else None,
+            (labels_version[k] or LABELS_VERSION) if has_labels else None,
+            vis_vec[k] if has_labels else None, *pl, None, None))
+        out_captions.extend([(pid, rk, t, sc) for rk, t, sc in captions])
+        out_tags.extend([(pid, kd, t, sc) for kd, t, sc in terms])
+        if cells[k] is not None:
+            out_cells.append((pid, cells[k]))
+        documents.append((pid, document_terms(document(pid, captions, terms, place)[1])))
+    return out
+
+
+WAL_RESTART_FRAMES = 65536   # WAL pages (4 KiB) past which a bulk transaction waits for the checkpointer first
+
+
+class BulkWriter:
+    """The connection the bulk transactions are written on (one, held for the ingest, with a larger page cache
+    and ``wal_autocheckpoint = 0``), a thread that runs their COMMIT, and the Checkpointer. A COMMIT writes the
+    transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call that releases the GIL, so the next
+    chunk's rows are made meanwhile. begin() waits for the previous commit; whole transactions only, as before:
+    an interrupted ingest leaves the commits that returned (and the one under way, if it completes)."""
+
+    def __init__(self, store):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.conn = store.engine.connect().execution_options(sqlite_immediate=True)
+        try:
+            self.cursor = cur = self.conn.connection.driver_connection.cursor()
+            self._saved = (cur.execute("PRAGMA cache_size").fetchone()[0],
+                           cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+            cur.execute("PRAGMA wal_autocheckpoint = 0")   # the checkpointer copies the WAL back
+            self.checkpointer = Checkpointer(store)
+        except BaseException:
+            self.conn.close()
+            raise
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bulk-commit")
+        self._pending = None   # (future of the COMMIT, called once it has returned)
+
+    def begin(self):
+        """A new transaction (BEGIN IMMEDIATE) once the previous one is committed; the WAL copied back first
+        when it has grown past WAL_RESTART_FRAMES (this transaction then writes it from its start)."""
+        self.wait()
+        if self.checkpointer.wal_frames > WAL_RESTART_FRAMES:
+            self.checkpointer.settle()
+        return self.conn.begin()
+
+    def commit(self, tx, committed: Callable[[], None]) -> None:
+        """COMMIT ``tx`` on the commit thread; ``committed`` is called by the next wait() once it has returned."""
+        def run():
+            tx.commit()
+            self.checkpointer.kick()
+
+        self._pending = (self._pool.submit(run), committed)
+
+    def wait(self) -> None:
+        """Wait for the commit under way, if any (its error raised here)."""
+        if self._pending is None:
+            return
+        future, committed = self._pending
+        try:
+            future.result()
+        except BaseException:
+            if not future.done():
+                raise               # interrupted while it runs: close() waits for it again
+            self._pending = None
+            if future.exception() is None:
+                committed()         # it did commit (the interruption came as it returned)
+            raise
+        self._pending = None
+        committed()
+
+    def close(self) -> None:
+        """The commit under way waited for, the connection's settings restored and back in the pool, the WAL
+        copied back."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            try:
+                self.cursor.execute(f"PRAGMA cache_size = {int(self._saved[0])}")
+                self.cursor.execute(f"PRAGMA wal_autocheckpoint = {int(self._saved[1])}")
+                self.cursor.close()
+            finally:
+                self.conn.close()
+                self.checkpointer.close()
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file (``PRAGMA wal_checkpoint(PASSIVE)``) on a thread and a
+    connection of its own, after each bulk transaction (kick), while the next one is written: the bulk
+    transactions commit with ``wal_autocheckpoint = 0`` so their commit only appends to the WAL, and the copy
+    and its two fsyncs (synchronous=NORMAL: the WAL before, the database after) overlap the inserts instead of
+    stalling them. Nothing about durability changes: a commit is in the WAL as before, a checkpoint is
+    SQLite's own (a crash during it is recovered from the WAL), and a reader still sees whole transactions.
+
+    SQLite writes the WAL from its start again only when a transaction begins with the whole WAL copied back;
+    the writer calls settle() before its next transaction once the WAL holds more than WAL_RESTART_FRAMES pages
+    (wal_frames: its length at the last checkpoint), so it stays a few transactions long."""
+
+    def __init__(self, store):
+        raw = store.engine.raw_connection()
+        raw.detach()                      # out of the pool: this thread's alone, closed by close()
+        self._conn = raw
+        self._cond = threading.Condition()
+        self._asked = self._done = 0
+        self._closing = False
+        self.wal_frames = 0               # pages in the WAL at the last checkpoint
+        self._thread = threading.Thread(target=self._loop, name="wal-checkpointer", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """A transaction was committed: copy it back."""
+        with self._cond:
+            self._asked += 1
+            self._cond.notify_all()
+
+    def settle(self) -> None:
+        """Wait until every checkpoint asked for so far is done (the next transaction then writes the WAL from
+        its start: counted from 0 again)."""
+        with self._cond:
+            while self._done < self._asked and self._thread.is_alive():
+                self._cond.wait(0.5)
+            self.wal_frames = 0
+
+    def close(self) -> None:
+        """A last checkpoint, then the thread and its connection end."""
+        self.kick()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._conn.close()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._done == self._asked and not self._closing:
+                    self._cond.wait()
+                if self._done == self._asked:
+                    return
+                asked = self._asked
+            try:
+                row = self._conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.wal_frames = int(row[1]) if row and row[0] == 0 else self.wal_frames
+            except Exception as e:  # noqa: BLE001 - a checkpoint not done now is done by the next one (or SQLite's own)
+                log.debug("WAL checkpoint: %s", e)
+            with self._cond:
+                self._done = asked
+                self._cond.notify_all()
