@@ -112,7 +112,7 @@ def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
 def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path):
     db = tmp_path / "lib" / "library.db"
     with Library(db) as lib:
-        store = lib._writable_store()
+        store = lib.store
         w = cbulk.BulkWriter(store)
         try:
             assert w.cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
