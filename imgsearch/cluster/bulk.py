@@ -63,9 +63,7 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     kw_off, kws = shards.flat_lists(col("keywords"))
     reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
     cap_off, tag_off, kw_off, reg_off = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
-    cap_vec, img_vec, lab_vec, vis_vec = (shards.vector_bytes(col(k)) for k in
-                                          ("caption_embedding", "image_embedding", "label_embedding",
-                                           "visual_embedding"))
+    cap_vec, img_vec, lab_vec, vis_vec = (shards.vector_bytes(col(k)) for k in shards.VECTOR_COLUMNS)
     cells, labels = col("cells").to_pylist(), col("labels").to_pylist()
     labels_version = col("labels_version").to_pylist()
     at_s = date(at)

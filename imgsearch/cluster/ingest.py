@@ -19,7 +19,6 @@ changed since are left (``report.not_ingested``: the next run submits them again
 from __future__ import annotations
 
 import json
-import logging
 import os
 import queue
 import threading
@@ -37,8 +36,6 @@ from imgsearch.indexer.plan import make_plan
 from imgsearch.indexer.reembed import refresh_caption_embeddings
 from imgsearch.indexer.runner import IndexRunner
 from imgsearch.store import writes
-
-log = logging.getLogger(__name__)
 
 CHUNK = 2000   # shard rows per transaction
 
