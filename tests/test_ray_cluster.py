@@ -254,3 +254,30 @@ def test_driver_killed_half_way_then_run_again(tmp_path):
     assert rows(db, "SELECT count(*), count(DISTINCT path), count(DISTINCT content_hash) FROM photos")[0] == (n, n, n)
     assert rows(db, "SELECT count(*) FROM photo_fts")[0][0] == n
     print(f"killed with {len(done)} of {n} photos in shard rows; the rerun submitted {c['submitted']}")
+
+
+def test_ray_messages_stay_off_stdout(tmp_path):
+    """Ray's driver prints the raylet's warnings on stdout from a thread of its own, even with
+    ``log_to_driver=False`` (a CI run's ``index --engine ray --json`` began with "(raylet) WARNING: 4 PYTHON worker
+    processes have been started ..."): while imgsearch holds the Ray connection they go to stderr, and what the
+    caller prints after the run is all that is on stdout. The message is printed here by the very function of
+    Ray's driver that printed that one."""
+    raytmp = short_tmp("rm")
+    code = ("import json, ray\n"
+            "from ray._private.worker import print_to_stdstream\n"
+            "from imgsearch.cluster.run import connected\n"
+            "with connected(None):\n"
+            "    print_to_stdstream({'lines': ['WARNING: a raylet message'], 'pid': 'raylet', 'is_err': False},\n"
+            "                       ignore_prefix=False)\n"
+            "    print('inside the connection')\n"
+            "print(json.dumps({'after': ray.is_initialized()}))\n")
+    try:
+        p = subprocess.run([sys.executable, "-c", code], env={**ENV, "RAY_TMPDIR": str(raytmp)}, cwd=ROOT,
+                           capture_output=True, text=True, timeout=90)
+    finally:
+        left = kill_ray([], str(raytmp))
+        shutil.rmtree(raytmp, ignore_errors=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout) == {"after": False}, p.stdout
+    assert "WARNING: a raylet message" in p.stderr and "inside the connection" in p.stderr, p.stderr[-3000:]
+    assert not left, left

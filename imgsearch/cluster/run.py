@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,24 +62,30 @@ class ClusterReport(IndexReport):
 @contextlib.contextmanager
 def connected(address: str | None):
     """A Ray connection: ``address`` (HEAD:6379, or "auto"), else the one this process holds, else a new local
-    instance (include_dashboard=False); one this function started is shut down at the end."""
+    instance (include_dashboard=False); one this function started is shut down at the end.
+
+    While a connection this function made is open, this process's stdout is its stderr: Ray's driver prints the
+    raylet's warnings ("(raylet) WARNING: 4 PYTHON worker processes have been started ...") on stdout from a
+    thread of its own, even with ``log_to_driver=False``, and stdout is where the caller's results go (JSON,
+    TSV). A connection the caller made is left as the caller set it up."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     kw = {"address": address} if address else {"include_dashboard": False}
-    try:
-        ray.init(log_to_driver=False, **kw)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        from imgsearch.errors import UserError
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            ray.init(log_to_driver=False, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            from imgsearch.errors import UserError
 
-        raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: "
-                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
+            raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: "
+                            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def index(lib, roots: list[str], out: str | os.PathLike, *, address: str | None = None, ingest: bool = True,
