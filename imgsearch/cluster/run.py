@@ -159,10 +159,9 @@ def _ingest_locked(lib, run_dir: Path, rep: ClusterReport, progress, chunk: int 
     t0 = time.monotonic()
     try:
         report = runner.run()
-    finally:   # what was committed before a failure is searchable too (lib.caches.update, each cache timed)
+    finally:   # what was committed before a failure is searchable too (FAISS and BM25 caches timed apart)
         t1 = time.monotonic()
-        for cache in lib.caches.vectors.values():
-            cache.update(rev0, runner.touched)
+        lib.caches.update_vectors(rev0, runner.touched)
         t2 = time.monotonic()
         lib.caches.bm25.update(rev0, runner.touched)
         rep.phases = {**runner.phases, "faiss_s": t2 - t1, "bm25_s": time.monotonic() - t2}

@@ -114,6 +114,35 @@ class VectorCache:
                                 sample=lambda m: stored.sample_vectors(self.store, self.kind, m, count()),
                                 exact_vectors=self._read_exact)
 
+    def needs_rebuild(self, rev0: str | None = None, touched: set[int] = frozenset()) -> bool:
+        """Whether update(rev0, touched) — get() with ``rev0`` None — would rebuild this cache from the store: it
+        holds no index at the store's revision, its file (nor a read-only library's own) is not at it, and the
+        file cannot be patched instead (at ``rev0``, fewer than PATCH_MAX photos changed). Headers only."""
+        rev = self.store.cache_key()
+        if self._held is not None and self._held[0] == rev:
+            return False
+        if rev0 is None and self._indexing():   # get() answers from what it holds meanwhile (or rebuilds alone)
+            return False
+        for path in (self.path, self.read_from):
+            try:
+                file_rev = VectorIndex.read_header(path).get("revision") if path is not None else None
+            except Exception:  # noqa: BLE001 - missing or damaged: rebuilt
+                continue
+            if file_rev == rev or (path == self.path and file_rev == rev0 is not None and len(touched) < PATCH_MAX):
+                return False
+        return True
+
+    def adopt(self, rev: str, vi) -> None:
+        """Hold ``vi`` (built from the store at ``rev``: vector_builds) as this cache, saved to its file."""
+        with self._lock:
+            vi = self._exact(vi)
+            try:
+                vi.save(self.path, revision=rev)
+            except OSError as e:
+                vi.revision = rev
+                log.warning("could not save vector index %s: %s", self.path, e)
+            self._held = (rev, vi)
+
     def _read_exact(self, ids):
         """The stored vectors of ``ids`` (an IVF-PQ index re-ranks its candidates with them)."""
         return stored.read_vectors(self.store, self.kind, ids)
@@ -269,14 +298,39 @@ class SearchCaches:
 
     def update(self, rev0: str, touched: set[int]) -> None:
         """After an index run that started at ``rev0`` (store.cache_key()) and changed the photos ``touched``."""
-        for cache in (*self.vectors.values(), self.bm25):
-            cache.update(rev0, touched)
+        self.update_vectors(rev0, touched)
+        self.bm25.update(rev0, touched)
+
+    def update_vectors(self, rev0: str, touched: set[int]) -> None:
+        """The FAISS caches after an index run (VectorCache.update); those that must be rebuilt from the
+        store, rebuilt together from one scan of it (vector_builds)."""
+        done = self._rebuild_together(rev0, touched)
+        for cache in self.vectors.values():
+            if cache not in done:
+                cache.update(rev0, touched)
 
     def refresh(self) -> None:
         """Bring every cache up to the store's revision (rebuilt from the store when stale)."""
+        self._rebuild_together(None, set())
         for cache in self.vectors.values():
             cache.get()
         self.bm25.update()
+
+    def _rebuild_together(self, rev0: str | None, touched: set[int]) -> list[VectorCache]:
+        """The vector caches that update(rev0, touched) would each rebuild from the store, when there are two or
+        more: built from one scan and adopted; returns them (none: each cache does its own work)."""
+        from imgsearch.search.vector_builds import build_kinds
+
+        with self._lock:
+            stale = [c for c in self.vectors.values() if c.needs_rebuild(rev0, touched)]
+            if len(stale) < 2:
+                return []
+            store = stale[0].store
+            rev = store.cache_key()
+            built = build_kinds(store, [c.kind for c in stale], rev)
+            for cache in stale:
+                cache.adopt(rev, built[cache.kind])
+            return stale
 
     def clear(self) -> None:
         """Forget what is held in memory (the files stay)."""

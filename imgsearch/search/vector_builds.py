@@ -1,0 +1,40 @@
+"""The FAISS indexes of several vector kinds built together, from one scan of the store.
+
+Each photo row holds four vectors (~6 KB: SQLite overflow pages), so reading one kind reads the whole photos
+table; at a million photos a cache built on its own counts, samples and reads that table three times
+(~8 s per kind). The caches that must be rebuilt together (after a first ingest, or a library opened with its
+cache files gone) read it once for all of them: one count, one sample, one scan whose batches go to every
+index. Each index is what VectorIndex.build makes of its kind: the same type and cell count for the same
+number of vectors, trained on a sample spread over the whole library, filled by id.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from imgsearch.search.dense import IVF_TYPES, VectorIndex, choose_index_type, ivf_nlist
+from imgsearch.store import vectors as stored
+
+
+def build_kinds(store, kinds: Sequence[str], revision: Any = None,
+                index_types: dict[str, str] | None = None) -> dict[str, VectorIndex]:
+    """{kind: a new VectorIndex of the stored vectors of that kind} for ``kinds`` (store/vectors.KINDS), from one
+    scan; ``index_types``: a type for some kinds (default: choose_index_type of their count)."""
+    rows_n, counts = stored.count_kinds(store, kinds)
+    built: dict[str, VectorIndex] = {}
+    for kind in kinds:
+        index_type = (index_types or {}).get(kind) or choose_index_type(counts[kind])
+        kw = {"nlist": ivf_nlist(counts[kind], index_type)} if index_type in IVF_TYPES else {}
+        built[kind] = VectorIndex(index_type=index_type, revision=revision, **kw)
+    ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k]]
+    if ivf:
+        for kind, sample in stored.sample_kinds(store, ivf, {k: built[k].training_size() for k in ivf},
+                                                  (rows_n, counts)).items():
+            if len(sample):   # else trained on its first batch (VectorIndex.add)
+                built[kind].train(sample)
+    for batch in stored.iter_kinds(store, kinds):
+        for kind, (ids, vecs) in batch.items():
+            if len(ids):
+                built[kind].add(ids, vecs)
+    for vi in built.values():
+        vi.trained_on = len(vi)
+    return built
