@@ -229,6 +229,34 @@ def test_resumed_run_submits_only_the_missing_photos(setup, ray_run, tmp_path):
     assert rep.planned == 0 and rep.submitted == 0 and rep.attempt is None
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["row-by-row", "bulk"])
+def test_a_row_made_for_the_file_as_it_was_before_is_not_ingested(setup, ray_run, tmp_path, bulk):
+    """A shard row describes the file as it was when it was decoded (its size and mtime then, in the row's info):
+    a file changed since (here: the row says another mtime) is left for the next run, never written with a stale
+    description; the other photos are written as the plain index writes them."""
+    pics, ckpt, ref = setup
+    run = copy_run(ray_run[1], tmp_path / "run")
+    db = tmp_path / "lib" / "library.db"
+    files = shards.shard_files(run)
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    paths = table.column("path").to_pylist()
+    infos = table.column("info").to_pylist()
+    stale = next(j for j, p in enumerate(paths) if p.endswith(".jpg") and infos[j] and "mtime_ns" in json.loads(infos[j]))
+    info = json.loads(infos[stale])
+    info["mtime_ns"] -= 10**9                                # decoded a second before the file's last change
+    infos[stale] = json.dumps(info)
+    table = table.set_column(table.schema.get_field_index("info"), "info", pa.array(infos, type=pa.string()))
+    for f in files:
+        f.unlink()
+    pq.write_table(table, files[0])
+    with Library(db, model=ckpt, device="cpu") as lib:
+        rep = cluster_run.ingest(lib, run, bulk=bulk)
+    assert rep.not_ingested == 1 and rep.added + rep.failed == 9
+    want = snapshot(ref)
+    del want[paths[stale]]
+    assert_same(snapshot(db), want)
+
+
 def test_cli_ingest_and_its_errors(setup, ray_run, tmp_path, monkeypatch):
     pics, ckpt, ref = setup
     run = copy_run(ray_run[1], tmp_path / "run")

@@ -86,7 +86,10 @@ class ShardIngest(IndexRunner):
             # a thread reads (decodes) the shards ahead; the rows are made here, between the transactions: made
             # on that thread too, their Python work would hold the GIL that each row of an executemany takes
             # back after its SQLite step, and the inserts ran twice as slow (measured: bench/README.md)
-            for batch, take, prep in self._staged(_prefetched(shards.iter_batches(self.run_dir, self.batch_size)),
+            # the files' stat is taken on that thread too: a system call each, outside the GIL while the inserts
+            # run here (at 1M rows, ~6 s of the main thread's time otherwise)
+            for batch, take, prep in self._staged(_prefetched(_with_stats(shards.iter_batches(self.run_dir,
+                                                                                              self.batch_size))),
                                                   pending):
                 if take:
                     self._ingest(batch, take, prep)
@@ -107,10 +110,10 @@ class ShardIngest(IndexRunner):
             writes.finish_run(s, run_id, self.report, self.version)
         return self.report
 
-    def _take(self, batch, pending: dict[str, int]) -> list[tuple[int, int, dict, str | None]]:
+    def _take(self, batch, stats: list, pending: dict[str, int]) -> list[tuple[int, int, dict, str | None]]:
         """The rows of ``batch`` to write, as (plan index, row in the batch, decode info, error), in plan order:
         those whose photo is still in the plan's work list (``pending``: taken out here), by the run's model
-        version, for the file as it is now."""
+        version, for the file as it is now (``stats``: each row's file stat, taken as the batch was read)."""
         cols = {n: batch.column(n).to_pylist() for n in ("path", "model_version", "error", "info", "size", "mtime_ns")}
         take = []
         for j, (path, version, error, info) in enumerate(zip(cols["path"], cols["model_version"], cols["error"],
@@ -119,7 +122,7 @@ class ShardIngest(IndexRunner):
             if i is None or version != self.version:
                 continue
             info = json.loads(info) if info else {}
-            if _fresh(path, info, cols["size"][j], cols["mtime_ns"][j], error is not None):
+            if _fresh(stats[j], info, cols["size"][j], cols["mtime_ns"][j], error is not None):
                 take.append((i, j, info, error))
                 del pending[path]
         take.sort(key=lambda t: t[0])
@@ -127,8 +130,8 @@ class ShardIngest(IndexRunner):
 
     def _staged(self, batches, pending: dict[str, int]):
         """(batch, rows to take, rows made for the bulk inserts or None) for each batch (see _take, _prepare)."""
-        for batch in batches:
-            take = self._take(batch, pending)
+        for batch, stats in batches:
+            take = self._take(batch, stats, pending)
             yield batch, take, (self._prepare(batch, take) if self.bulk and take else None)
 
     def _prepare(self, batch, take: list[tuple[int, int, dict, str | None]]):
@@ -243,14 +246,25 @@ class ShardIngest(IndexRunner):
         return out
 
 
-def _fresh(path: str, info: dict, size: int, mtime_ns: int, failed: bool) -> bool:
-    """The file is as it was when the row was made (its size and mtime_ns then: at decode, else at planning)."""
-    size, mtime = info.get("size", size), info.get("mtime_ns", mtime_ns)
-    try:
-        st = os.stat(path)
-    except OSError:
+def _with_stats(batches: Iterator) -> Iterator[tuple[object, list[tuple[int, int] | None]]]:
+    """(batch, [(size, mtime_ns) of each row's file now, or None: gone]) for each batch."""
+    for batch in batches:
+        stats = []
+        for path in batch.column("path").to_pylist():
+            try:
+                st = os.stat(path)
+                stats.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                stats.append(None)
+        yield batch, stats
+
+
+def _fresh(st: tuple[int, int] | None, info: dict, size: int, mtime_ns: int, failed: bool) -> bool:
+    """The file (its stat ``st``, None: gone) is as it was when the row was made (its size and mtime_ns then: at
+    decode, else at planning)."""
+    if st is None:
         return failed   # gone: a failure row is still written (write_failure sees it gone)
-    return st.st_size == size and st.st_mtime_ns == mtime
+    return st == (info.get("size", size), info.get("mtime_ns", mtime_ns))
 
 
 def _prefetched(it: Iterator, depth: int = 2) -> Iterator:

@@ -203,7 +203,6 @@ class VectorIndex:
         to fit; with fewer than 4 × 256, so do the PQ codes (bits per sub-quantiser)."""
         if self.index_type not in IVF_TYPES:
             return
-        faiss = _faiss()
         x = _as_vecs(sample, self.dim)
         if len(x) == 0:
             raise ValueError("cannot train an IVF index on no vectors")
