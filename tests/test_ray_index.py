@@ -7,6 +7,7 @@ hang fails instead of blocking CI. Skipped, with the reason, where Ray cannot be
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -154,6 +155,7 @@ def test_ingest_twice_and_after_a_crash(setup, ray_run, tmp_path, bulk):
             # 3 rows a chunk: each row through IndexRunner._do_batch (the rules, row by row: bulk=False), or the
             # plainly new ones by bulk inserts, the others by the rules (bulk=True)
             cluster_run.ingest(lib, run, progress=crash, chunk=3, bulk=bulk)
+    assert gc.isenabled()                                            # the ingest's pause (gcpause) is over
     n = rows(db, "SELECT count(*) FROM photos")[0][0]
     assert 0 < n < 10                                                 # half-way: whole transactions only
     with Library(db, model=ckpt, device="cpu") as lib:

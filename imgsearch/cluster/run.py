@@ -96,6 +96,7 @@ def index(lib, roots: list[str], out: str | os.PathLike, *, address: str | None 
     from imgsearch import cluster
     from imgsearch.cluster import job, plan as cplan
     from imgsearch.files import remove_stale_temps
+    from imgsearch.gcpause import paused
     from imgsearch.indexer.lock import index_lock
     from imgsearch.indexer.plan import make_plan
 
@@ -106,13 +107,14 @@ def index(lib, roots: list[str], out: str | os.PathLike, *, address: str | None 
     version = lib.models.version()
     rep = ClusterReport(run_dir=str(run_dir))
     with index_lock(lib.path):
-        plan = make_plan(store, roots, get_version=lambda: version, retry_failed=retry_failed,
-                         prune_empty=prune_empty, verify=verify)
-        cplan.write_run(run_dir, plan.roots, version, str(lib.path),
-                        {"retry_failed": retry_failed, "prune_empty": prune_empty, "verify": verify})
-        rows = cplan.manifest_rows(store, plan)
-        attempt = cplan.new_attempt()
-        submit, already = cplan.write_manifest(run_dir, rows, attempt, version)
+        with paused():   # planning (a million files: half its time is the collector's); not the Ray job
+            plan = make_plan(store, roots, get_version=lambda: version, retry_failed=retry_failed,
+                             prune_empty=prune_empty, verify=verify)
+            cplan.write_run(run_dir, plan.roots, version, str(lib.path),
+                            {"retry_failed": retry_failed, "prune_empty": prune_empty, "verify": verify})
+            rows = cplan.manifest_rows(store, plan)
+            attempt = cplan.new_attempt()
+            submit, already = cplan.write_manifest(run_dir, rows, attempt, version)
         rep.planned, rep.submitted = len(rows), len(rows) - already
         if submit is not None:
             t0 = time.monotonic()
@@ -150,6 +152,7 @@ def _ingest_locked(lib, run_dir: Path, rep: ClusterReport, progress, chunk: int 
                    bulk: bool = True) -> None:
     from imgsearch.cluster.ingest import CHUNK, ShardIngest
     from imgsearch.cluster.plan import read_run
+    from imgsearch.gcpause import paused
 
     read_run(run_dir)   # UserError when it is not a run folder
     store = lib._writable_store()
@@ -157,14 +160,15 @@ def _ingest_locked(lib, run_dir: Path, rep: ClusterReport, progress, chunk: int 
     runner = ShardIngest(store, run_dir, get_embedder=lib.models.embedder, chunk=chunk or CHUNK, progress=progress,
                          bulk=bulk)
     t0 = time.monotonic()
-    try:
-        report = runner.run()
-    finally:   # what was committed before a failure is searchable too (FAISS and BM25 caches timed apart)
-        t1 = time.monotonic()
-        lib.caches.update_vectors(rev0, runner.touched)
-        t2 = time.monotonic()
-        lib.caches.bm25.update(rev0, runner.touched)
-        rep.phases = {**runner.phases, "faiss_s": t2 - t1, "bm25_s": time.monotonic() - t2}
+    with paused():   # plan, writes and caches: millions of live objects that each full collection would walk
+        try:
+            report = runner.run()
+        finally:   # what was committed before a failure is searchable too (FAISS and BM25 caches timed apart)
+            t1 = time.monotonic()
+            lib.caches.update_vectors(rev0, runner.touched)
+            t2 = time.monotonic()
+            lib.caches.bm25.update(rev0, runner.touched)
+            rep.phases = {**runner.phases, "faiss_s": t2 - t1, "bm25_s": time.monotonic() - t2}
     for k in ("added", "updated", "moved", "removed", "failed", "skipped_unchanged", "labelled", "placed",
               "text_read", "errors", "kept", "seconds"):
         setattr(rep, k, getattr(report, k))
