@@ -183,3 +183,27 @@ def test_adding_an_id_a_loaded_index_holds_replaces_it(tmp_path):
     loaded.add([41], vecs[1][None])
     assert len(loaded) == 41
     assert loaded.search(vecs[0], 2)[0].tolist()[:2] in ([1, 40], [40, 1])
+
+
+def test_update_brings_the_faiss_files_up_beside_bm25_and_raises_what_failed(tmp_path, monkeypatch):
+    db, want = library_db(tmp_path)
+    store = open_store(db)
+    try:
+        took = SearchCaches(store, db).update("another@0", set())
+        assert set(took) == {"faiss_s", "bm25_s"} and all(v >= 0 for v in took.values())
+        assert all(VectorIndex.read_header(name(db))["revision"] == store.cache_key() for name in FAISS_FILES.values())
+        for name in FAISS_FILES.values():
+            name(db).unlink()
+        seen = []
+
+        def bm25_fails(self, rev0=None, touched=None):
+            seen.append(rev0)
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(caches_mod.BM25ScoreCache, "update", bm25_fails)
+        with pytest.raises(OSError, match="No space left"):
+            SearchCaches(store, db).update("another@0", set())
+        assert seen == ["another@0"]          # the FAISS files were still brought up to date
+        assert all(VectorIndex.read_header(name(db))["revision"] == store.cache_key() for name in FAISS_FILES.values())
+    finally:
+        store.close()
