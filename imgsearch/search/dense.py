@@ -12,15 +12,14 @@ of another dim/type, or carries a revision other than the store's current one.
 Index types (pluggable via `index_type`; `choose_index_type(count)` picks one for a library):
   "flat"    faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) — exact; used below IVF_MIN vectors.
   "ivfsq8"  faiss.IndexIVFScalarQuantizer(IndexFlatIP, dim, nlist, QT_8bit, inner product):
-            k-means cells (nlist ≈ √N, a power of two), 8-bit codes (384 B per vector instead of
-            1,536), `nprobe` cells searched (IVF_NPROBE: at 1M, 1,024 cells and 96 searched,
-            recall@10 0.95-0.97 of exact search, half the build time of 2,048 cells and 128 searched:
-            bench/ivf_cells.py). Used from IVF_MIN vectors: at 1M photos two flat
+            k-means cells (nlist ≈ 2·√N, a power of two), 8-bit codes (384 B per vector instead of
+            1,536), `nprobe` cells searched (IVF_NPROBE; 1,024 cells at 1M would build in 6 s a kind
+            instead of 15, but searching as many of the vectors costs ~1.5× the time of each search:
+            bench/ivf_cells.py, bench/README.md). Used from IVF_MIN vectors: at 1M photos two flat
             indexes would hold 3 GB in RAM and scan 1.5 GB per query. Trained on the first
             IVF_TRAIN_PER_LIST·nlist vectors of the build; rebuilt when the index has grown
             4× past what it was trained on. Recall@10 against exact search: bench/query_latency.py.
-  "ivfpq"   faiss.IndexIVFPQ(IndexFlatIP, dim, nlist, PQ_M, 8 bits, inner product): k-means cells
-            (nlist ≈ 2·√N, PQ_NPROBE searched: as measured with PQ, bench/ivfpq.py), each
+  "ivfpq"   faiss.IndexIVFPQ(IndexFlatIP, dim, nlist, PQ_M, 8 bits, inner product): the same cells, each
             vector as PQ_M one-byte codes (96 B + an 8-byte id instead of 384 + 8: ~1/4 of IVF-SQ8's RAM
             and disk; PQ48 would halve that, but on near-duplicate-heavy libraries it needed 4× the
             re-ranked candidates for the same recall: bench/ivfpq.py). Used from PQ_MIN vectors (kept down
@@ -57,9 +56,7 @@ EXACT_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reco
 IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
 FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
 IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
-IVF_NPROBE = 96           # IVF-SQ8 cells searched per query (recall@10 against exact search: bench/ivf_cells.py)
-PQ_NPROBE = 128           # IVF-PQ cells searched per query (of ~2·√N cells: bench/ivfpq.py)
-IVF_CELLS_PER_ROOT = {"ivfsq8": 1.0, "ivfpq": 2.0}   # nlist ≈ this × √N (ivf_nlist)
+IVF_NPROBE = 128          # cells searched per query (recall@10 against exact search: bench/query_latency.py)
 PQ_MIN = 2_000_000        # an index of this many vectors becomes IVF-PQ (~104 B per vector instead of ~392)...
 PQ_KEEP = 1_500_000       # ...and stays IVF-PQ down to this many (hysteresis), below which it is IVF-SQ8 again
 PQ_M = 96                 # PQ sub-quantisers (one byte each; 384 / 96 = 4 dimensions per sub-vector)
@@ -81,13 +78,11 @@ def choose_index_type(count: int, current: str | None = None) -> str:
     return current if current == "flat" else "ivfsq8" if current in IVF_TYPES else "flat"
 
 
-def ivf_nlist(count: int, index_type: str = "ivfsq8") -> int:
-    """Number of IVF cells for ``count`` vectors: the power of two nearest IVF_CELLS_PER_ROOT[index_type]·√count
-    (at least 64). The k-means that trains the cells and the assignment of every vector to one cost in proportion
-    to the cells: at 1M, 1,024 IVF-SQ8 cells build in 6 s a kind, 2,048 in 15 s (bench/ivf_cells.py)."""
+def ivf_nlist(count: int) -> int:
+    """Number of IVF cells for ``count`` vectors: the power of two nearest 2·√count (at least 64)."""
     import math
 
-    target = max(64.0, IVF_CELLS_PER_ROOT[index_type] * math.sqrt(max(count, 1)))
+    target = max(64.0, 2.0 * math.sqrt(max(count, 1)))
     return 1 << int(round(math.log2(target)))
 
 
@@ -114,7 +109,7 @@ class VectorIndex:
     """FAISS inner-product index keyed by int64 photo id."""
 
     def __init__(self, dim: int = EMBED_DIM, index_type: str = "flat", *, revision: Any = None,
-                 path: str | os.PathLike | None = None, nlist: int = 1024, nprobe: int | None = None,
+                 path: str | os.PathLike | None = None, nlist: int = 1024, nprobe: int = IVF_NPROBE,
                  rerank: int = PQ_RERANK, exact_vectors: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
                  pq_m: int = PQ_M):
         if index_type not in INDEX_TYPES:
@@ -123,8 +118,6 @@ class VectorIndex:
         self.index_type = index_type
         self.revision = revision
         self.path = Path(path) if path is not None else None
-        if nprobe is None:
-            nprobe = PQ_NPROBE if index_type == "ivfpq" else IVF_NPROBE
         self.nlist, self.nprobe, self.trained_on = int(nlist), int(nprobe), 0
         self.pq_m, self.pq_nbits, self.rerank = int(pq_m), PQ_NBITS, int(rerank)
         # "ivfpq": ids (n,) -> (ids found, their exact vectors (m, dim)) for re-ranking; None: PQ scores
@@ -376,7 +369,7 @@ class VectorIndex:
         faiss = _faiss()
         path = Path(path)
         h, index = vector_file.read(path)
-        kw.setdefault("nprobe", h.get("nprobe"))   # as saved (an older file: 128 of its 2·√N cells)
+        kw.setdefault("nprobe", h.get("nprobe", IVF_NPROBE))
         self = cls(dim=h["dim"], index_type=h["index_type"], revision=h["revision"], path=path,
                    nlist=h.get("nlist", 1024), **kw)
         self.trained_on = int(h.get("trained_on", 0))
@@ -407,7 +400,7 @@ class VectorIndex:
         about n vectors spread over the whole collection to train them on (default: the first
         vectors of ``batches``). The rest is added batch by batch (never all in memory)."""
         if index_type in IVF_TYPES and "nlist" not in kw:
-            kw["nlist"] = ivf_nlist(count or 0, index_type)
+            kw["nlist"] = ivf_nlist(count or 0)
         self = cls(dim=dim, index_type=index_type, revision=revision, **kw)
         it = iter(_iter_batches(batches))
         if index_type in IVF_TYPES:

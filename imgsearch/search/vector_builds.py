@@ -23,7 +23,7 @@ def build_kinds(store, kinds: Sequence[str], revision: Any = None,
     built: dict[str, VectorIndex] = {}
     for kind in kinds:
         index_type = (index_types or {}).get(kind) or choose_index_type(counts[kind])
-        kw = {"nlist": ivf_nlist(counts[kind], index_type)} if index_type in IVF_TYPES else {}
+        kw = {"nlist": ivf_nlist(counts[kind])} if index_type in IVF_TYPES else {}
         built[kind] = VectorIndex(index_type=index_type, revision=revision, **kw)
     ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k]]
     if ivf:
