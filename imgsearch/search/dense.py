@@ -37,13 +37,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from imgsearch.search import vector_file
+from imgsearch.search.shared_lock import SharedLock
 from imgsearch.search.vector_file import FORMAT
 from imgsearch.text import EMBED_DIM
 
@@ -122,7 +122,7 @@ class VectorIndex:
         self.pq_m, self.pq_nbits, self.rerank = int(pq_m), PQ_NBITS, int(rerank)
         # "ivfpq": ids (n,) -> (ids found, their exact vectors (m, dim)) for re-ranking; None: PQ scores
         self.exact_vectors = exact_vectors
-        self._lock = _SharedLock()  # searches run side by side (FAISS reads are thread-safe); changes alone
+        self._lock = SharedLock()  # searches run side by side (FAISS reads are thread-safe); changes alone
         self._top_id: int | None = -1  # no id added is above this (None: not known, as for a loaded index)
         faiss = _faiss()
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)) if index_type == "flat" else self._new_ivf()
@@ -454,43 +454,6 @@ class VectorIndex:
         except OSError as e:
             log.warning("could not save vector index %s: %s", path, e)
         return idx
-
-
-class _SharedLock:
-    """Readers side by side, a writer alone: ``shared()`` for searches and reads (FAISS searches on one index
-    are safe from several threads at once), ``exclusive()`` for add / remove / train. Both nest within a
-    thread (a read inside a read or a write, a write inside a write)."""
-
-    def __init__(self):
-        self._write = threading.RLock()     # held by a writer; a new reader passes through it
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._local = threading.local()     # this thread's read depth
-
-    @contextlib.contextmanager
-    def shared(self):
-        depth = getattr(self._local, "depth", 0)
-        if depth == 0:
-            with self._write, self._cond:   # waits while a writer is inside
-                self._readers += 1
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                with self._cond:
-                    self._readers -= 1
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self):
-        mine = 1 if getattr(self._local, "depth", 0) else 0
-        with self._write:
-            with self._cond:
-                while self._readers > mine:
-                    self._cond.wait()
-            yield
 
 
 @contextlib.contextmanager
