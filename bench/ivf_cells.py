@@ -80,10 +80,7 @@ def main(argv=None) -> None:
         lines.append(s)
 
     emb, pool_emb = ivfpq.pool_embeddings(args.pool, args.seed)
-    dev = ql.load_captions("dev")
-    rng = np.random.default_rng(args.seed + 1)
-    qtext = [dev[i] for i in rng.choice(len(dev), min(args.queries, len(dev)), replace=False)]
-    qvecs = np.asarray(emb.embed(qtext), dtype=np.float32)
+    qvecs = ivfpq.dev_queries(emb, args.queries, args.seed)
     threads = faiss.omp_get_max_threads()
     say(f"# bench/ivf_cells.py: {args.size:,} vectors per kind (query_latency's synthetic library), {len(qvecs)} "
         f"Flickr8k dev-caption queries, k=10; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at "

@@ -84,6 +84,14 @@ def pool_embeddings(pool_n: int, seed: int):
     return emb, pool_emb
 
 
+def dev_queries(emb, n: int, seed: int) -> np.ndarray:
+    """(n, 384) MiniLM embeddings of n Flickr8k dev captions drawn at random (seed + 1)."""
+    dev = ql.load_captions("dev")
+    rng = np.random.default_rng(seed + 1)
+    qtext = [dev[i] for i in rng.choice(len(dev), min(n, len(dev)), replace=False)]
+    return np.asarray(emb.embed(qtext), dtype=np.float32)
+
+
 def build_store(db: Path, n: int, pool_emb: np.ndarray, seed: int, chunk: int = 50_000) -> float:
     """A real library database with n photos that have only a caption vector (query_latency's recipe)."""
     from imgsearch.store.db import open_store
@@ -154,10 +162,7 @@ def main(argv=None):
     n = args.size
     try:
         emb, pool_emb = pool_embeddings(args.pool, args.seed)
-        dev = ql.load_captions("dev")
-        rng = np.random.default_rng(args.seed + 1)
-        qtext = [dev[i] for i in rng.choice(len(dev), min(args.queries, len(dev)), replace=False)]
-        qvecs = np.asarray(emb.embed(qtext), dtype=np.float32)
+        qvecs = dev_queries(emb, args.queries, args.seed)
         say(f"# bench/ivfpq.py: {n:,} vectors (query_latency's synthetic library: {len(pool_emb):,} MiniLM-embedded "
             f"caption phrases + noise 0.015/dim), {len(qvecs)} Flickr8k dev-caption queries, k=10")
         say(f"# {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; FAISS {faiss.__version__}, "
