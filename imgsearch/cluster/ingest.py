@@ -88,9 +88,8 @@ class ShardIngest(IndexRunner):
             # back after its SQLite step, and the inserts ran twice as slow (measured: bench/README.md)
             # the files' stat is taken on that thread too: a system call each, outside the GIL while the inserts
             # run here (at 1M rows, ~6 s of the main thread's time otherwise)
-            for batch, take, prep in self._staged(_prefetched(_with_stats(shards.iter_batches(self.run_dir,
-                                                                                              self.batch_size))),
-                                                  pending):
+            batches = shards.iter_batches(self.run_dir, self.batch_size)
+            for batch, take, prep in self._staged(_prefetched(_with_stats(batches, pending)), pending):
                 if take:
                     self._ingest(batch, take, prep)
                     done += len(take)
@@ -246,11 +245,16 @@ class ShardIngest(IndexRunner):
         return out
 
 
-def _with_stats(batches: Iterator) -> Iterator[tuple[object, list[tuple[int, int] | None]]]:
-    """(batch, [(size, mtime_ns) of each row's file now, or None: gone]) for each batch."""
+def _with_stats(batches: Iterator, pending: dict[str, int]) -> Iterator[tuple[object, list[tuple[int, int] | None]]]:
+    """(batch, [(size, mtime_ns) of each row's file now, or None: gone]) for each batch; only the rows whose path
+    is still in ``pending`` are looked at (the others are never taken: _take skips them first, and a path leaves
+    ``pending`` but never enters it, so reading it from this thread is safe)."""
     for batch in batches:
         stats = []
         for path in batch.column("path").to_pylist():
+            if path not in pending:
+                stats.append(None)
+                continue
             try:
                 st = os.stat(path)
                 stats.append((st.st_size, st.st_mtime_ns))

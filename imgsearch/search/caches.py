@@ -129,7 +129,7 @@ class VectorCache:
                 file_rev = VectorIndex.read_header(path).get("revision") if path is not None else None
             except Exception:  # noqa: BLE001 - missing or damaged: rebuilt
                 continue
-            if file_rev == rev or (path == self.path and file_rev == rev0 is not None and len(touched) < PATCH_MAX):
+            if file_rev == rev or (path == self.path and _patchable(file_rev, rev0, rev, touched)):
                 return False
         return True
 
@@ -164,7 +164,7 @@ class VectorCache:
             except Exception:  # noqa: BLE001 - a missing or damaged file of any kind is rebuilt below
                 file_rev = None
             vi = None
-            if file_rev == rev0 != rev and len(touched) < PATCH_MAX:
+            if _patchable(file_rev, rev0, rev, touched):
                 try:
                     vi = self._exact(VectorIndex.load(self.path))
                 except Exception:  # noqa: BLE001 - a damaged file of any kind is rebuilt below
@@ -192,6 +192,12 @@ class VectorCache:
                 except OSError:  # read-only folder: the in-memory index is still right
                     vi.revision = rev
             self._held = (rev, vi)
+
+
+def _patchable(file_rev: object, rev0: str | None, rev: str, touched: set[int]) -> bool:
+    """Whether a FAISS file at ``file_rev`` can be patched to ``rev`` after an index run that started at ``rev0``
+    and changed the photos ``touched`` (else it is rebuilt from the store)."""
+    return rev0 is not None and file_rev == rev0 != rev and len(touched) < PATCH_MAX
 
 
 def _same_library(key: object, current: str) -> bool:
@@ -310,15 +316,12 @@ class SearchCaches:
             self.bm25.update(rev0, touched)
             return time.monotonic() - t
 
-        with ThreadPoolExecutor(1, thread_name_prefix="bm25-cache") as pool:
-            bm25_s = pool.submit(bm25_update)
+        with ThreadPoolExecutor(1, thread_name_prefix="bm25-cache") as pool:   # its exit waits for the thread
+            bm25 = pool.submit(bm25_update)
             t = time.monotonic()
-            try:
-                self.update_vectors(rev0, touched)
-            finally:
-                faiss_s = time.monotonic() - t
-                bm25_s = bm25_s.result()    # its error, if any, raised here (after the FAISS files' own)
-        return {"faiss_s": faiss_s, "bm25_s": bm25_s}
+            self.update_vectors(rev0, touched)   # an error here is the one raised
+            faiss_s = time.monotonic() - t
+        return {"faiss_s": faiss_s, "bm25_s": bm25.result()}   # else the BM25 cache's, if any
 
     def update_vectors(self, rev0: str, touched: set[int]) -> None:
         """The FAISS caches after an index run (VectorCache.update); those that must be rebuilt from the

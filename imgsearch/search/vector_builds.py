@@ -15,14 +15,13 @@ from imgsearch.search.dense import IVF_TYPES, VectorIndex, choose_index_type, iv
 from imgsearch.store import vectors as stored
 
 
-def build_kinds(store, kinds: Sequence[str], revision: Any = None,
-                index_types: dict[str, str] | None = None) -> dict[str, VectorIndex]:
+def build_kinds(store, kinds: Sequence[str], revision: Any = None) -> dict[str, VectorIndex]:
     """{kind: a new VectorIndex of the stored vectors of that kind} for ``kinds`` (store/vectors.KINDS), from one
-    scan; ``index_types``: a type for some kinds (default: choose_index_type of their count)."""
+    scan; each of the type its count calls for (choose_index_type)."""
     rows_n, counts = stored.count_kinds(store, kinds)
     built: dict[str, VectorIndex] = {}
     for kind in kinds:
-        index_type = (index_types or {}).get(kind) or choose_index_type(counts[kind])
+        index_type = choose_index_type(counts[kind])
         kw = {"nlist": ivf_nlist(counts[kind])} if index_type in IVF_TYPES else {}
         built[kind] = VectorIndex(index_type=index_type, revision=revision, **kw)
     ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k]]

@@ -26,10 +26,7 @@ def _column(kind: str) -> str:
 
 def count_vectors(store, kind: str) -> int:
     """How many good photos have a vector of ``kind``."""
-    column = _column(kind)
-    with store.engine.connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM photos WHERE {column} IS NOT NULL "
-                                     "AND error IS NULL")).scalar_one())
+    return count_kinds(store, [kind])[1][kind]
 
 
 def sample_vectors(store, kind: str, m: int, n: int) -> np.ndarray:
@@ -48,14 +45,17 @@ def iter_vectors(store, kind: str, only: Sequence[int] | None = None,
                  chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids (n,) int64, vectors (n, EMBED_DIM) float32) batches of good photos' vectors, by id
     (``only``: just these photo ids)."""
+    if only is None:   # the whole library: the scan of iter_kinds, for one kind
+        for batch in iter_kinds(store, [kind], chunk):
+            ids, vecs = batch[kind]
+            if len(ids):
+                yield ids, vecs
+        return
     column = _column(kind)
     base = f"SELECT id, {column} FROM photos WHERE {column} IS NOT NULL AND error IS NULL"
     with store.engine.connect() as conn:
-        if only is None:
-            results = [conn.execute(text(base + " ORDER BY id"))]
-        else:
-            stmt = text(base + " AND id IN :ids").bindparams(bindparam("ids", expanding=True))
-            results = (conn.execute(stmt, {"ids": list(only[i:i + 900])}) for i in range(0, len(only), 900))
+        stmt = text(base + " AND id IN :ids").bindparams(bindparam("ids", expanding=True))
+        results = (conn.execute(stmt, {"ids": list(only[i:i + 900])}) for i in range(0, len(only), 900))
         ids: list[int] = []
         vecs: list[np.ndarray] = []
         for res in results:
