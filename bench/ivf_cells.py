@@ -61,6 +61,8 @@ def main(argv=None) -> None:
     ap.add_argument("--nlist", type=int, nargs="+", default=[512, 1024, 2048])
     ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 48, 64, 96, 128, 192])
     ap.add_argument("--kinds", nargs="+", default=["caption", "image"])
+    ap.add_argument("--rounds", type=int, nargs="+", default=None,
+                    help="k-means iterations of the cells to compare (default: dense.IVF_KMEANS_ROUNDS)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--pool", type=int, default=12000)
@@ -94,7 +96,8 @@ def main(argv=None) -> None:
         _, ref = flat.search(qvecs, 10)
         ref = ref + 1
         del flat
-        for nlist in args.nlist:
+        for nlist, rounds in [(c, r) for c in args.nlist for r in (args.rounds or [dense.IVF_KMEANS_ROUNDS])]:
+            dense.IVF_KMEANS_ROUNDS = rounds
             need = nlist * dense.IVF_TRAIN_PER_LIST
             sample = x[np.linspace(0, len(x) - 1, min(need, len(x))).astype(np.int64)]
             vi = VectorIndex(index_type="ivfsq8", nlist=nlist)
@@ -118,7 +121,7 @@ def main(argv=None) -> None:
                 faiss.omp_set_num_threads(1)
                 lat = ivfpq.p50_ms(lambda q: vi.search(q, 10), qvecs[:args.latency_queries])
                 faiss.omp_set_num_threads(threads)
-                row = {"kind": kind, "nlist": nlist, "nprobe": nprobe, "train_s": round(train_s, 2),
+                row = {"kind": kind, "nlist": nlist, "rounds": rounds, "nprobe": nprobe, "train_s": round(train_s, 2),
                        "fill_s": round(fill_s, 2), "scanned": round(nprobe / nlist, 4),
                        "biggest_cell": int(sizes.max()), "recall10": round(rec, 4), "recall10_halves": halves,
                        "p50_ms": round(lat, 3)}
@@ -126,13 +129,13 @@ def main(argv=None) -> None:
                 say(json.dumps(row))
             del vi
     say("")
-    say(f"| kind | nlist | build s (k-means + fill, {threads} threads) | nprobe | share scanned | recall@10 | "
-        "halves | p50 ms (1 thread) |")
-    say("|---|---:|---:|---:|---:|---:|---:|---:|")
+    say(f"| kind | nlist | k-means rounds | build s (k-means + fill, {threads} threads) | nprobe | share scanned | "
+        "recall@10 | halves | biggest cell | p50 ms (1 thread) |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        say(f"| {r['kind']} | {r['nlist']} | {r['train_s']:.1f} + {r['fill_s']:.1f} | {r['nprobe']} | "
+        say(f"| {r['kind']} | {r['nlist']} | {r['rounds']} | {r['train_s']:.1f} + {r['fill_s']:.1f} | {r['nprobe']} | "
             f"{r['scanned']:.3f} | {r['recall10']:.3f} | {r['recall10_halves'][0]:.3f} / "
-            f"{r['recall10_halves'][1]:.3f} | {r['p50_ms']:.2f} |")
+            f"{r['recall10_halves'][1]:.3f} | {r['biggest_cell']} | {r['p50_ms']:.2f} |")
     with open(args.out, "a") as f:   # appended: one run per block
         f.write("\n".join(lines) + "\n\n")
     js = Path(args.out).with_suffix(".json")

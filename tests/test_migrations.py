@@ -92,3 +92,35 @@ def test_fast_head_matches_alembic():
     from imgsearch.store.db import head_from_files
 
     assert head_from_files() == head_revision()
+
+
+def test_tags_term_index_dropped_and_restored(tmp_path):
+    """0010 drops the unused ix_tags_term (tags kept); its downgrade makes it again."""
+    db = tmp_path / "old.db"
+    engine = make_engine(db)
+    migrate(engine, "0009")
+    engine.dispose()
+
+    def indexes() -> set[str]:
+        with sqlite3.connect(db) as c:
+            return {r[1] for r in c.execute("PRAGMA index_list(tags)")}
+
+    assert "ix_tags_term" in indexes()
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO photos (path, folder, size, mtime_ns, indexed_at) "
+                  "VALUES ('/p/a.jpg', '/p', 1, 2, '2024-01-01 00:00:00')")
+        c.execute("INSERT INTO tags VALUES (1, 'tag', 'dog', 0.9)")
+    open_store(db).close()
+    assert "ix_tags_term" not in indexes()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT photo_id, kind, term, score FROM tags").fetchall() == [(1, "tag", "dog", 0.9)]
+    from alembic import command
+
+    from imgsearch.store.db import alembic_config
+
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(conn), "0009")
+        conn.commit()
+    engine.dispose()
+    assert "ix_tags_term" in indexes()

@@ -116,6 +116,7 @@ def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path)
         w = cbulk.BulkWriter(store)
         try:
             assert w.cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+            assert w.cursor.execute("PRAGMA foreign_keys").fetchone()[0] == 0   # its rows name their photos
             tx = w.begin()
             w.conn.execute(text("INSERT INTO meta(key, value) VALUES ('s7', '1')"))
             called = []
@@ -123,7 +124,9 @@ def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path)
             assert called == []                       # only once wait() has seen the COMMIT return
             w.wait()
             assert called == [True] and rows(db, "SELECT value FROM meta WHERE key = 's7'") == [("1",)]
-            # a COMMIT that fails (a deferred foreign key) raises in wait(); its callback is never called
+            # a COMMIT that fails (a deferred foreign key, checked here for the test) raises in wait(); its
+            # callback is never called
+            w.cursor.execute("PRAGMA foreign_keys = ON")
             tx = w.begin()
             w.conn.execute(text("PRAGMA defer_foreign_keys = ON"))
             w.conn.execute(text("INSERT INTO photo_cells (photo_id, data) VALUES (12345, x'00')"))
@@ -134,10 +137,15 @@ def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path)
         finally:
             w.close()
         assert rows(db, "SELECT count(*) FROM photo_cells") == [(0,)]
-        # the pooled connection has its usual settings again; the WAL was copied back
+        # the writer's connection was closed, not handed back: the pooled ones have the usual settings; the WAL
+        # was copied back
+        assert w.cursor.connection is not None
+        with pytest.raises(sqlite3.ProgrammingError):
+            w.cursor.connection.execute("SELECT 1")
         with store.engine.connect() as c:
             assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
             assert c.exec_driver_sql("PRAGMA cache_size").scalar() != cbulk.BULK_CACHE_KIB
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     with sqlite3.connect(db) as c:
         busy, log, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log == done

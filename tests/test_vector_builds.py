@@ -207,3 +207,28 @@ def test_update_brings_the_faiss_files_up_beside_bm25_and_raises_what_failed(tmp
         assert all(VectorIndex.read_header(name(db))["revision"] == store.cache_key() for name in FAISS_FILES.values())
     finally:
         store.close()
+
+
+def test_a_trained_index_is_filled_only_where_its_cells_fit_the_count(tmp_path, monkeypatch, ivf_thresholds):
+    """build_kinds(trained=...): an empty trained index of the type and cell count the kind's count calls for is
+    filled as it is (its kind not sampled nor trained again); one of another cell count is not used."""
+    db, want = library_db(tmp_path)
+    store = open_store(db)
+    try:
+        asked = []
+        sample_kinds = stored.sample_kinds
+        monkeypatch.setattr(stored, "sample_kinds", lambda s, kinds, *a, **k: asked.append(list(kinds))
+                            or sample_kinds(s, kinds, *a, **k))
+        nlist = D.ivf_nlist(len(want["caption"]))
+        fits = VectorIndex(index_type="ivfsq8", nlist=nlist)
+        fits.train(unit(nlist * D.IVF_TRAIN_PER_LIST, seed=5))
+        other = VectorIndex(index_type="ivfsq8", nlist=nlist * 2)
+        other.train(unit(nlist * 2 * D.IVF_TRAIN_PER_LIST, seed=6))
+        built = build_kinds(store, list(COLUMNS), revision="r2", trained={"caption": fits, "image": other})
+        assert built["caption"] is fits and fits.revision == "r2"
+        assert sorted(fits.ids().tolist()) == sorted(want["caption"])
+        assert built["image"] is not other and built["image"].nlist == D.ivf_nlist(len(want["image"]))
+        assert len(other) == 0
+        assert asked == [["image", "labels", "visual"]]
+    finally:
+        store.close()

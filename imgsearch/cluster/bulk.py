@@ -102,9 +102,9 @@ WAL_RESTART_FRAMES = 65536   # WAL pages (4 KiB) past which a bulk transaction w
 
 
 class BulkWriter:
-    """The connection the bulk transactions are written on (one, held for the ingest, with a larger page cache
-    and ``wal_autocheckpoint = 0``), a thread that runs their COMMIT, and the Checkpointer. A COMMIT writes the
-    transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call that releases the GIL, so the next
+    """The connection the bulk transactions are written on (one, held for the ingest and then closed, with a
+    larger page cache, ``wal_autocheckpoint = 0`` and no foreign-key checks), a thread that runs their COMMIT,
+    and the Checkpointer. A COMMIT writes the transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call that releases the GIL, so the next
     chunk's rows are made meanwhile. begin() waits for the previous commit; whole transactions only, as before:
     an interrupted ingest leaves the commits that returned (and the one under way, if it completes)."""
 
@@ -113,17 +113,38 @@ class BulkWriter:
 
         self.conn = store.engine.connect().execution_options(sqlite_immediate=True)
         try:
+            # this connection's settings differ from the pool's: it is closed at the end, never handed back
             self.cursor = cur = self.conn.connection.driver_connection.cursor()
-            self._saved = (cur.execute("PRAGMA cache_size").fetchone()[0],
-                           cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            self.conn.detach()
             cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
             cur.execute("PRAGMA wal_autocheckpoint = 0")   # the checkpointer copies the WAL back
+            # no foreign-key lookups: each child row (captions, tags, cells) names a photo inserted just before
+            # it in the same transaction (ids base + 1..n), which the check would look up in the photos table
+            # once a row (~20 rows a photo: a fifth of the insert time, bench/README.md "Ingest rate")
+            cur.execute("PRAGMA foreign_keys = OFF")
             self.checkpointer = Checkpointer(store)
         except BaseException:
             self.conn.close()
             raise
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="bulk-commit")
         self._pending = None   # (future of the COMMIT, called once it has returned)
+
+    def insert(self, r: BulkRows) -> int:
+        """The rows of ``r`` inserted, one executemany a table, inside the transaction begun; returns the base
+        id (AUTOINCREMENT continued: the ids the ORM would give)."""
+        from imgsearch.search import bm25
+
+        cur = self.cursor
+        base = int(cur.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'photos'), "
+                               "0), coalesce((SELECT max(id) FROM photos), 0))").fetchone()[0])
+        cur.executemany(f"INSERT INTO photos ({', '.join(PHOTO_COLUMNS)}) VALUES "
+                        f"(? + {base}{', ?' * (len(PHOTO_COLUMNS) - 1)})", r.photos)
+        cur.executemany(f"INSERT INTO captions (photo_id, rank, text, score) VALUES (? + {base}, ?, ?, ?)", r.captions)
+        cur.executemany(f"INSERT INTO tags (photo_id, kind, term, score) VALUES (? + {base}, ?, ?, ?)", r.tags)
+        cur.executemany(f"INSERT INTO photo_cells (photo_id, data) VALUES (? + {base}, ?)", r.cells)
+        # new ids (AUTOINCREMENT never reuses one): no document to replace, only to insert
+        cur.executemany(f"INSERT INTO {bm25.TABLE}(rowid, terms) VALUES (? + {base}, ?)", r.documents)
+        return base
 
     def begin(self):
         """A new transaction (BEGIN IMMEDIATE) once the previous one is committed; the WAL copied back first
@@ -159,18 +180,16 @@ class BulkWriter:
         committed()
 
     def close(self) -> None:
-        """The commit under way waited for, the connection's settings restored and back in the pool, the WAL
-        copied back."""
+        """The commit under way waited for, the connection closed (out of the pool: its settings are its own),
+        the WAL copied back."""
         try:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
             try:
-                self.cursor.execute(f"PRAGMA cache_size = {int(self._saved[0])}")
-                self.cursor.execute(f"PRAGMA wal_autocheckpoint = {int(self._saved[1])}")
                 self.cursor.close()
             finally:
-                self.conn.close()
+                self.conn.close()          # detached: the connection itself closes
                 self.checkpointer.close()
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,12 +27,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from imgsearch.cluster import shards
-from imgsearch.cluster.bulk import PHOTO_COLUMNS, BulkRows, BulkWriter, bulk_rows
+from imgsearch.cluster.bulk import BulkRows, BulkWriter, bulk_rows
 from imgsearch.cluster.plan import read_run
 from imgsearch.indexer.geotag import place_stale
 from imgsearch.indexer.plan import make_plan
 from imgsearch.indexer.reembed import refresh_caption_embeddings
 from imgsearch.indexer.runner import IndexRunner
+from imgsearch.readahead import read_ahead
 from imgsearch.store import writes
 
 CHUNK = 2000   # shard rows per transaction
@@ -58,6 +57,7 @@ class ShardIngest(IndexRunner):
         self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_write); False: all row by row
         self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library)
         self._writer: BulkWriter | None = None   # the bulk transactions' connection, commits, checkpoints
+        self._early = None   # search/early_training.EarlyTraining: the IVF cells trained while the rows are written
 
     def run(self):
         from imgsearch.indexer.scan import RootNotFoundError
@@ -78,6 +78,7 @@ class ShardIngest(IndexRunner):
         self.report.errors.extend(plan.errors)
         pending = {w.path: i for i, w in enumerate(plan.work) if w.reason != "ocr"}
         total, done = len(pending), 0
+        self._early = self._start_early_training(total)
         if self.progress:
             self.progress(0, total)
         t_write = time.monotonic()
@@ -89,7 +90,7 @@ class ShardIngest(IndexRunner):
             # the files' stat is taken on that thread too: a system call each, outside the GIL while the inserts
             # run here (at 1M rows, ~6 s of the main thread's time otherwise)
             batches = shards.iter_batches(self.run_dir, self.batch_size)
-            for batch, take, prep in self._staged(_prefetched(_with_stats(batches, pending)), pending):
+            for batch, take, prep in self._staged(read_ahead(_with_stats(batches, pending), name="shard-reader"), pending):
                 if take:
                     self._ingest(batch, take, prep)
                     done += len(take)
@@ -108,6 +109,38 @@ class ShardIngest(IndexRunner):
         with self.store.write() as s:
             writes.finish_run(s, run_id, self.report, self.version)
         return self.report
+
+    def _start_early_training(self, n_new: int):
+        """The IVF cells trained on a sample of the shards while the rows are written (EarlyTraining), where this
+        ingest fills an empty library with enough photos for IVF indexes; else None."""
+        if not self.bulk or not n_new:
+            return None
+        from sqlalchemy import text
+
+        from imgsearch.search.early_training import EarlyTraining
+        from imgsearch.store.vectors import KINDS
+
+        with self.store.session() as s:
+            if s.execute(text("SELECT EXISTS (SELECT 1 FROM photos)")).scalar():
+                return None   # a sample of the shards would not be one of the library
+        return EarlyTraining.start(n_new, lambda need: shards.sample_vectors(self.run_dir, need, self.version), KINDS)
+
+    def trained_cells(self) -> dict:
+        """{kind: empty IVF index trained during the writes} (waited for), for SearchCaches.update; {} if none."""
+        early, self._early = self._early, None
+        if early is None:
+            return {}
+        t = time.monotonic()
+        got = early.result()
+        self.phases["training_wait_s"] = time.monotonic() - t   # how long the writes' end waited for it
+        self.phases["early_training_s"] = early.seconds
+        return got
+
+    def cancel_training(self) -> None:
+        """The early training stopped (after its current kind), its result unused: after a failed ingest."""
+        early, self._early = self._early, None
+        if early is not None:
+            early.cancel()
 
     def _take(self, batch, stats: list, pending: dict[str, int]) -> list[tuple[int, int, dict, str | None]]:
         """The rows of ``batch`` to write, as (plan index, row in the batch, decode info, error), in plan order:
@@ -191,16 +224,16 @@ class ShardIngest(IndexRunner):
 
     def _bulk_write(self, r: "BulkRows") -> None:
         """Plainly new photos in one transaction of bulk inserts: the rows made from the batch's columns
-        (bulk_rows), written by the DB-API cursor's executemany, one statement per table, the ids given here
-        (AUTOINCREMENT continued: the ids the ORM would give), on the bulk writer's connection (BulkWriter:
-        a larger page cache; the COMMIT runs on its thread while the next chunk's rows are made here)."""
+        (bulk_rows), one statement a table, the ids given by the writer (BulkWriter.insert: AUTOINCREMENT
+        continued, the ids the ORM would give), on the bulk writer's connection (a larger page cache, no
+        foreign-key lookups; the COMMIT runs on its thread while the next chunk's rows are made here)."""
         from imgsearch.indexer.reembed import META_KEY, embedding_version
         from imgsearch.store.db import bump_revision, set_meta
 
         n, w = len(r.photos), self._writer
         tx = w.begin()   # BEGIN IMMEDIATE, once the previous commit is done
         try:
-            base = self._bulk_insert(w.cursor, r)
+            base = w.insert(r)
             if not self.embedder_recorded:
                 set_meta(w.conn, META_KEY, embedding_version(self.get_embedder()))
             bump_revision(w.conn)
@@ -214,22 +247,6 @@ class ShardIngest(IndexRunner):
             self.report.added += n
 
         w.commit(tx, committed)
-
-    @staticmethod
-    def _bulk_insert(cur, r: "BulkRows") -> int:
-        """The executemany of each table, inside the caller's transaction; returns the base id."""
-        from imgsearch.search import bm25
-
-        base = int(cur.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'photos'), "
-                               "0), coalesce((SELECT max(id) FROM photos), 0))").fetchone()[0])
-        cur.executemany(f"INSERT INTO photos ({', '.join(PHOTO_COLUMNS)}) VALUES "
-                        f"(? + {base}{', ?' * (len(PHOTO_COLUMNS) - 1)})", r.photos)
-        cur.executemany(f"INSERT INTO captions (photo_id, rank, text, score) VALUES (? + {base}, ?, ?, ?)", r.captions)
-        cur.executemany(f"INSERT INTO tags (photo_id, kind, term, score) VALUES (? + {base}, ?, ?, ?)", r.tags)
-        cur.executemany(f"INSERT INTO photo_cells (photo_id, data) VALUES (? + {base}, ?)", r.cells)
-        # new ids (AUTOINCREMENT never reuses one): no document to replace, only to insert
-        cur.executemany(f"INSERT INTO {bm25.TABLE}(rowid, terms) VALUES (? + {base}, ?)", r.documents)
-        return base
 
     # the model's two steps, answered from the shard rows
     def _describe(self, cap, images, positions: list[int]) -> dict[int, writes.Description]:
@@ -269,42 +286,3 @@ def _fresh(st: tuple[int, int] | None, info: dict, size: int, mtime_ns: int, fai
     if st is None:
         return failed   # gone: a failure row is still written (write_failure sees it gone)
     return st == (info.get("size", size), info.get("mtime_ns", mtime_ns))
-
-
-def _prefetched(it: Iterator, depth: int = 2) -> Iterator:
-    """``it`` read ahead on a thread (Parquet decoding releases the GIL: it overlaps the SQLite writes); an
-    exception of ``it`` is raised here, and the thread stops when the consumer does."""
-    q: queue.Queue = queue.Queue(depth)
-    closed = threading.Event()
-    end = object()
-
-    def put(item) -> bool:
-        while not closed.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for x in it:
-                if not put((x, None)):
-                    return
-            put((end, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            put((end, e))
-
-    t = threading.Thread(target=produce, name="shard-reader", daemon=True)
-    t.start()
-    try:
-        while True:
-            x, err = q.get()
-            if x is end:
-                if err is not None:
-                    raise err
-                return
-            yield x
-    finally:
-        closed.set()

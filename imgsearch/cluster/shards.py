@@ -120,6 +120,54 @@ def vector_bytes(col: pa.Array) -> list[bytes | None]:
     return [vals[i].tobytes() if valid[i] else None for i in range(n)]
 
 
+def sample_vectors(run_dir: str | os.PathLike, need: dict[str, int], version: str) -> dict[str, np.ndarray]:
+    """{kind (store/vectors.KINDS): about need[kind] of the run's vectors of that kind, (m, DIM) float32}, from
+    described rows of ``version``, spread over the run: shard files evenly spaced over all of them, as many as
+    hold a quarter more rows than the largest need (their footers say how many rows each has; twice as many
+    files while a kind is still short), then rows evenly spaced over what was read. Only the vector columns are
+    read. Unreadable files are skipped (fewer vectors: the caller checks)."""
+    import pyarrow.compute as pc
+
+    from imgsearch.store.vectors import _COLUMN
+
+    files, sizes = [], []
+    for f in shard_files(run_dir):
+        try:
+            sizes.append(pq.ParquetFile(f).metadata.num_rows)
+            files.append(f)
+        except (OSError, pa.ArrowException):
+            continue
+    total, want = sum(sizes), max(need.values(), default=0)
+    parts: dict[str, dict[int, np.ndarray]] = {k: {} for k in need}   # kind -> {file position: its vectors}
+    columns = [_COLUMN[k] for k in need]
+    read: set[int] = set()
+    n_pick = max(1, round(min(1.0, 1.25 * want / max(total, 1)) * len(files)))
+    while files and want:
+        for i in sorted(set(np.linspace(0, len(files) - 1, n_pick).astype(int).tolist()) - read):
+            read.add(i)
+            t = _read(files[i], ["model_version", "error", *columns])
+            if t is None:
+                continue
+            good = np.asarray(pc.and_(pc.equal(t.column("model_version"), version),
+                                      pc.is_null(t.column("error"))).to_numpy(zero_copy_only=False), dtype=bool)
+            for kind, name in zip(need, columns):
+                col = t.column(name).combine_chunks()
+                n = len(col)
+                vals = np.asarray(col.values.slice(col.offset * DIM, n * DIM).to_numpy(zero_copy_only=False),
+                                  dtype=np.float32).reshape(n, DIM)
+                parts[kind][i] = vals[good & col.is_valid().to_numpy(zero_copy_only=False)]
+        short = any(sum(map(len, parts[k].values())) < need[k] for k in need)
+        if not short or len(read) == len(files):
+            break
+        n_pick = min(len(files), 2 * n_pick)
+    out = {}
+    for kind, by_file in parts.items():
+        v = (np.concatenate([by_file[i] for i in sorted(by_file)]) if by_file
+             else np.empty((0, DIM), np.float32))                      # in the run's order
+        out[kind] = v[np.linspace(0, len(v) - 1, need[kind]).astype(np.int64)] if len(v) > need[kind] else v
+    return out
+
+
 def flat_lists(col: pa.Array) -> tuple[np.ndarray, list]:
     """A list column as (row offsets into the flat values, n + 1 of them; the flat values as Python objects:
     plain values, or for a list of structs one Python list per struct field). A null list counts as empty."""

@@ -56,6 +56,7 @@ EXACT_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reco
 IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
 FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
 IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
+IVF_KMEANS_ROUNDS = 10    # k-means iterations of the cells (bench/ivf_cells.py --rounds)
 IVF_NPROBE = 128          # cells searched per query (recall@10 against exact search: bench/query_latency.py)
 PQ_MIN = 2_000_000        # an index of this many vectors becomes IVF-PQ (~104 B per vector instead of ~392)...
 PQ_KEEP = 1_500_000       # ...and stays IVF-PQ down to this many (hysteresis), below which it is IVF-SQ8 again
@@ -182,6 +183,10 @@ class VectorIndex:
             if self._top_id is not None:
                 self._top_id = max(self._top_id, int(ids.max()))
 
+    def is_trained(self) -> bool:
+        """Whether vectors can be added (an IVF index: its cells trained; flat: always)."""
+        return self.index_type not in IVF_TYPES or bool(self._index.is_trained)
+
     def training_size(self) -> int:
         """How many sample vectors train() wants (IVF types: IVF_TRAIN_PER_LIST per cell, and PQ_TRAIN_MIN for
         IVF-PQ's codes; flat: 0)."""
@@ -209,7 +214,7 @@ class VectorIndex:
             if nlist != self.nlist or nbits != self.pq_nbits:
                 self.nlist, self.pq_nbits = nlist, nbits
                 self._index = self._new_ivf()
-            self._index.cp.niter = 10
+            self._index.cp.niter = IVF_KMEANS_ROUNDS
             self._index.cp.max_points_per_centroid = IVF_TRAIN_PER_LIST
             if self.index_type == "ivfpq":   # PQ_M small k-means: 10 rounds on 64 points per centroid
                 self._index.pq.cp.niter = 10

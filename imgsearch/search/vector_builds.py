@@ -4,33 +4,46 @@ Each photo row holds four vectors (~6 KB: SQLite overflow pages), so reading one
 table; at a million photos a cache built on its own counts, samples and reads that table three times
 (~8 s per kind). The caches that must be rebuilt together (after a first ingest, or a library opened with its
 cache files gone) read it once for all of them: one count, one sample, one scan whose batches go to every
-index. Each index is what VectorIndex.build makes of its kind: the same type and cell count for the same
+index (the next batch read on a thread while FAISS adds this one). Each index is what VectorIndex.build makes of its kind: the same type and cell count for the same
 number of vectors, trained on a sample spread over the whole library, filled by id.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from imgsearch.readahead import read_ahead
 from imgsearch.search.dense import IVF_TYPES, VectorIndex, choose_index_type, ivf_nlist
 from imgsearch.store import vectors as stored
 
 
-def build_kinds(store, kinds: Sequence[str], revision: Any = None) -> dict[str, VectorIndex]:
+def build_kinds(store, kinds: Sequence[str], revision: Any = None,
+                trained: dict[str, VectorIndex] | None = None) -> dict[str, VectorIndex]:
     """{kind: a new VectorIndex of the stored vectors of that kind} for ``kinds`` (store/vectors.KINDS), from one
-    scan; each of the type its count calls for (choose_index_type)."""
+    scan; each of the type its count calls for (choose_index_type). ``trained``: {kind: an empty IVF index
+    trained already} (search/early_training.py), filled instead of a new one where its type and cell count
+    are those that count calls for."""
     rows_n, counts = stored.count_kinds(store, kinds)
     built: dict[str, VectorIndex] = {}
+    ready: set[str] = set()
     for kind in kinds:
         index_type = choose_index_type(counts[kind])
         kw = {"nlist": ivf_nlist(counts[kind])} if index_type in IVF_TYPES else {}
+        given = (trained or {}).get(kind)
+        if (given is not None and index_type in IVF_TYPES and given.index_type == index_type
+                and given.nlist == kw["nlist"] and given.is_trained() and not len(given)):
+            given.revision = revision
+            built[kind] = given
+            ready.add(kind)
+            continue
         built[kind] = VectorIndex(index_type=index_type, revision=revision, **kw)
-    ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k]]
+    ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k] and k not in ready]
     if ivf:
         for kind, sample in stored.sample_kinds(store, ivf, {k: built[k].training_size() for k in ivf},
                                                   (rows_n, counts)).items():
             if len(sample):   # else trained on its first batch (VectorIndex.add)
                 built[kind].train(sample)
-    for batch in stored.iter_kinds(store, kinds):
+    # the next batch read from the store (SQLite: outside the GIL) while FAISS adds this one
+    for batch in read_ahead(stored.iter_kinds(store, kinds), depth=1, name="vector-reader"):
         for kind, (ids, vecs) in batch.items():
             if len(ids):
                 built[kind].add(ids, vecs)

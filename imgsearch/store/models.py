@@ -101,8 +101,7 @@ class Tag(Base):
 
     __table_args__ = (
         CheckConstraint("kind IN ('tag', 'keyword', 'region')", name="ck_tags_kind"),
-        Index("ix_tags_term", "term"),
-    )
+    )   # no index on term (rev 0010): every read goes by photo_id
 
 
 class PhotoCells(Base):
