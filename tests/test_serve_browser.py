@@ -49,7 +49,7 @@ if _missing():
     pytest.skip(_missing(), allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -82,7 +82,9 @@ def driver():
 
 
 def wait(drv, cond, what: str):
-    return WebDriverWait(drv, WAIT_S, poll_frequency=0.1).until(lambda d: cond(d), message=what)
+    """``cond`` polled until true; a card the grid replaced while it was read (stale) is polled again."""
+    return WebDriverWait(drv, WAIT_S, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d), message=what)
 
 
 def open_page(drv, url: str, query: str = ""):
