@@ -60,7 +60,8 @@ def test_sample_vectors_spread_over_the_run_and_sized(tmp_path):
     assert all(v.tobytes() in everything for v in got["caption"])
     assert len({v.tobytes() for v in got["caption"]}) == 300                                  # no row twice
     # rows of another model version are not the library's: none taken
-    assert {k: len(v) for k, v in shards.sample_vectors(run, {"caption": 50}, "another-model").items()} == {"caption": 0}
+    other = shards.sample_vectors(run, {"caption": 50}, "another-model")
+    assert {k: len(v) for k, v in other.items()} == {"caption": 0}
     # more than the run holds: all it holds (labels: two rows in three)
     got = shards.sample_vectors(run, {"caption": 5000, "labels": 5000}, VERSION)
     assert len(got["caption"]) == 1200 and len(got["labels"]) == 800

@@ -102,11 +102,12 @@ WAL_RESTART_FRAMES = 65536   # WAL pages (4 KiB) past which a bulk transaction w
 
 
 class BulkWriter:
-    """The connection the bulk transactions are written on (one, held for the ingest and then closed, with a
-    larger page cache, ``wal_autocheckpoint = 0`` and no foreign-key checks), a thread that runs their COMMIT,
-    and the Checkpointer. A COMMIT writes the transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call that releases the GIL, so the next
-    chunk's rows are made meanwhile. begin() waits for the previous commit; whole transactions only, as before:
-    an interrupted ingest leaves the commits that returned (and the one under way, if it completes)."""
+    """The connection the bulk transactions are written on (one, held for the ingest and then closed, with a larger
+    page cache, ``wal_autocheckpoint = 0`` and no foreign-key checks), a thread that runs their COMMIT, and the
+    Checkpointer. A COMMIT writes the transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call
+    that releases the GIL, so the next chunk's rows are made meanwhile. begin() waits for the previous commit;
+    whole transactions only, as before: an interrupted ingest leaves the commits that returned (and the one under
+    way, if it completes)."""
 
     def __init__(self, store):
         from concurrent.futures import ThreadPoolExecutor

@@ -7,9 +7,12 @@ the move / touch / copy / describe rules (indexer/rules.py) and writes one trans
 the description coming from the shard row instead of the captioner. Photos gone from the roots are removed at
 the end, as by ``index``. The plainly new photos of a chunk (a new path, described, a content no other photo
 has: the rules can only say "describe") skip the rules: their rows are made from the Arrow columns in bulk
-(cluster/bulk.py: bulk_rows) and inserted by one executemany a table (BulkWriter). Three threads besides this one: one reads
-(decodes) the shards ahead, one runs each bulk transaction's COMMIT while the next chunk's rows are made, one
-copies the WAL back into the database file (Checkpointer); the Python work stays on this thread (see run()).
+(cluster/bulk.py: bulk_rows) and inserted by one executemany a table (BulkWriter). Three threads besides this
+one: one reads (decodes) the shards ahead, one runs each bulk transaction's COMMIT while the next chunk's rows
+are made, one copies the WAL back into the database file (Checkpointer); the Python work stays on this thread
+(see run()).
+Into an empty library, a fourth trains the IVF cells of the FAISS files on a sample of the shards meanwhile, at a
+lower priority (search/early_training.py: trained_cells()).
 
 Idempotent: a photo written is no longer in the plan's work list, so a second ingest, or one after a crash
 half-way (whole transactions only), writes exactly what is missing and gives the same library. A photo
@@ -90,7 +93,8 @@ class ShardIngest(IndexRunner):
             # the files' stat is taken on that thread too: a system call each, outside the GIL while the inserts
             # run here (at 1M rows, ~6 s of the main thread's time otherwise)
             batches = shards.iter_batches(self.run_dir, self.batch_size)
-            for batch, take, prep in self._staged(read_ahead(_with_stats(batches, pending), name="shard-reader"), pending):
+            ahead = read_ahead(_with_stats(batches, pending), name="shard-reader")
+            for batch, take, prep in self._staged(ahead, pending):
                 if take:
                     self._ingest(batch, take, prep)
                     done += len(take)

@@ -4,8 +4,9 @@ Each photo row holds four vectors (~6 KB: SQLite overflow pages), so reading one
 table; at a million photos a cache built on its own counts, samples and reads that table three times
 (~8 s per kind). The caches that must be rebuilt together (after a first ingest, or a library opened with its
 cache files gone) read it once for all of them: one count, one sample, one scan whose batches go to every
-index (the next batch read on a thread while FAISS adds this one). Each index is what VectorIndex.build makes of its kind: the same type and cell count for the same
-number of vectors, trained on a sample spread over the whole library, filled by id.
+index (the next batch read on a thread while FAISS adds this one). Each index is what VectorIndex.build makes
+of its kind: the same type and cell count for the same number of vectors, trained on a sample spread over the
+whole library (or cells trained already: search/early_training.py), filled by id.
 """
 from __future__ import annotations
 
