@@ -111,13 +111,18 @@ def rows_of(batch: pa.RecordBatch) -> list[dict]:
     return rows
 
 
-def vector_bytes(col: pa.Array) -> list[bytes | None]:
-    """A ``fixed_size_list<float32>[384]`` column as packed little-endian float32 bytes (None where null)."""
+def vector_matrix(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A ``fixed_size_list<float32>[384]`` column as ((n, DIM) little-endian float32, (n,) bool: not null); a
+    null row's values are whatever the column holds there."""
     n = len(col)
     vals = np.asarray(col.values.slice(col.offset * DIM, n * DIM).to_numpy(zero_copy_only=False), dtype="<f4")
-    vals = vals.reshape(n, DIM)
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
-    return [vals[i].tobytes() if valid[i] else None for i in range(n)]
+    return vals.reshape(n, DIM), np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def vector_bytes(col: pa.Array) -> list[bytes | None]:
+    """A ``fixed_size_list<float32>[384]`` column as packed little-endian float32 bytes (None where null)."""
+    vals, valid = vector_matrix(col)
+    return [vals[i].tobytes() if valid[i] else None for i in range(len(vals))]
 
 
 def sample_vectors(run_dir: str | os.PathLike, need: dict[str, int], version: str) -> dict[str, np.ndarray]:
@@ -151,11 +156,8 @@ def sample_vectors(run_dir: str | os.PathLike, need: dict[str, int], version: st
             good = np.asarray(pc.and_(pc.equal(t.column("model_version"), version),
                                       pc.is_null(t.column("error"))).to_numpy(zero_copy_only=False), dtype=bool)
             for kind, name in zip(need, columns):
-                col = t.column(name).combine_chunks()
-                n = len(col)
-                vals = np.asarray(col.values.slice(col.offset * DIM, n * DIM).to_numpy(zero_copy_only=False),
-                                  dtype=np.float32).reshape(n, DIM)
-                parts[kind][i] = vals[good & col.is_valid().to_numpy(zero_copy_only=False)]
+                vals, valid = vector_matrix(t.column(name).combine_chunks())
+                parts[kind][i] = vals[good & valid].astype(np.float32, copy=False)
         short = any(sum(map(len, parts[k].values())) < need[k] for k in need)
         if not short or len(read) == len(files):
             break

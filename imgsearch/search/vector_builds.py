@@ -25,7 +25,6 @@ def build_kinds(store, kinds: Sequence[str], revision: Any = None,
     are those that count calls for."""
     rows_n, counts = stored.count_kinds(store, kinds)
     built: dict[str, VectorIndex] = {}
-    ready: set[str] = set()
     for kind in kinds:
         index_type = choose_index_type(counts[kind])
         kw = {"nlist": ivf_nlist(counts[kind])} if index_type in IVF_TYPES else {}
@@ -34,10 +33,9 @@ def build_kinds(store, kinds: Sequence[str], revision: Any = None,
                 and given.nlist == kw["nlist"] and given.is_trained() and not len(given)):
             given.revision = revision
             built[kind] = given
-            ready.add(kind)
-            continue
-        built[kind] = VectorIndex(index_type=index_type, revision=revision, **kw)
-    ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k] and k not in ready]
+        else:
+            built[kind] = VectorIndex(index_type=index_type, revision=revision, **kw)
+    ivf = [k for k in kinds if built[k].index_type in IVF_TYPES and counts[k] and not built[k].is_trained()]
     if ivf:
         for kind, sample in stored.sample_kinds(store, ivf, {k: built[k].training_size() for k in ivf},
                                                   (rows_n, counts)).items():
