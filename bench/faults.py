@@ -69,7 +69,8 @@ CHILD = textwrap.dedent('''
         os.kill(os.getpid(), signal.SIGKILL)
 
     if hook == "faiss_save":
-        import faiss
+        from imgsearch.search import faiss_lib
+        faiss = faiss_lib.load()
         real_writer = faiss.PyCallbackIOWriter
 
         def writer(callback, *a):

@@ -70,8 +70,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(RESULTS / "ivf_cells.txt"))
     args = ap.parse_args(argv)
 
-    import faiss
+    from imgsearch.search import faiss_lib
 
+    faiss = faiss_lib.load()
     from imgsearch.search import dense
     from imgsearch.search.dense import VectorIndex
 

@@ -144,8 +144,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS / "ivfpq.txt"))
     args = ap.parse_args(argv)
 
-    import faiss
+    from imgsearch.search import faiss_lib
 
+    faiss = faiss_lib.load()
     from imgsearch.search import dense
     from imgsearch.search.dense import VectorIndex
     from imgsearch.store.db import open_store

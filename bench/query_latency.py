@@ -399,8 +399,8 @@ def recall_at_k(ref_I: np.ndarray, I: np.ndarray, k: int = 10) -> float:
 
 
 def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: np.ndarray) -> dict:
-    import faiss
-
+    from imgsearch.search import faiss_lib
+    faiss = faiss_lib.load()
     from imgsearch import paths as P
     from imgsearch.library import Library
     from imgsearch.search.dense import VectorIndex
@@ -581,8 +581,9 @@ def main(argv=None):
                     "hybrid queries are then not re-ranked)")
     args = ap.parse_args(argv)
 
-    import faiss
+    from imgsearch.search import faiss_lib
 
+    faiss = faiss_lib.load()
     from imgsearch.text.embed import TextEmbedder
 
     global MIN_QUERIES

@@ -174,8 +174,8 @@ def test_an_ivfpq_file_round_trips_through_vector_file(tmp_path):
     assert (h["index_type"], h["count"], h["ntotal"], h["revision"], h["dim"]) == ("ivfpq", 395, 395, "lib@3", DIM)
     assert isinstance(h["crc32"], int) and h["nlist"] == idx.nlist
     _, raw = vector_file.read(p)
-    import faiss
-
+    from imgsearch.search import faiss_lib
+    faiss = faiss_lib.load()
     assert isinstance(raw, faiss.IndexIVFPQ) and raw.pq.M == D.PQ_M
     back = VectorIndex.load(p, exact_vectors=fetch)
     assert (back.index_type, back.nlist, back.pq_m, back.pq_nbits) == ("ivfpq", idx.nlist, idx.pq_m, idx.pq_nbits)

@@ -202,7 +202,9 @@ def test_hybrid_query_is_reranked_by_the_likelihood(tiny_library):
         assert 0 < weight <= RERANK["weight"]
         want = R.rerank([(h.id, h.score) for h in plain], dict(zip(ids, ll.tolist())), RERANK["depth"], weight)
         assert [h.id for h in ranked] == [i for i, _ in want]
-        assert [round(h.score, 5) for h in ranked] == [round(s, 5) for _, s in want]
+        # the engine scores its RERANK["depth"] candidates in one batch, this test the 12 hits: float32 sums of
+        # another batch shape differ in the last digits on some CPUs (4e-5 on an AVX-512 Xeon)
+        assert [h.score for h in ranked] == pytest.approx([s for _, s in want], rel=1e-5, abs=1e-4)
         # bm25/dense/image modes are single signals: never re-ranked
         assert [h.id for h in lib.query(text, k=12, mode="image")] == [h.id for h in lib.query(text, k=12, mode="image", rerank=False)]
         # a query with no word the decoder knows keeps the fused order

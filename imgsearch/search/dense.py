@@ -88,9 +88,9 @@ def ivf_nlist(count: int) -> int:
 
 
 def _faiss():
-    import faiss
+    from imgsearch.search import faiss_lib
 
-    return faiss
+    return faiss_lib.load()
 
 
 def _as_ids(ids) -> np.ndarray:

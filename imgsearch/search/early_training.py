@@ -72,8 +72,8 @@ class EarlyTraining:
         t0 = time.monotonic()
         try:
             _lower_priority(NICE)
-            import faiss
-
+            from imgsearch.search import faiss_lib
+            faiss = faiss_lib.load()
             faiss.omp_set_num_threads(1)   # this thread's parallel regions only (OpenMP's setting is per thread)
             shells = {k: VectorIndex(index_type=self.index_type, nlist=self.nlist) for k in self.kinds}
             need = {k: vi.training_size() for k, vi in shells.items()}

@@ -420,8 +420,8 @@ class QueryEngine:
             tier = [(i, s) for i, s in fused if i not in seen]
             seen.update(i for i, _ in tier)
             if tier and tier[0][1] > last:
-                shift = tier[0][1] - last
-                tier = [(i, s - shift) for i, s in tier]
+                shift = tier[0][1] - last   # s - shift can round to 1 ulp above last: clamped, so scores never rise
+                tier = [(i, min(s - shift, last)) for i, s in tier]
             if tier:
                 last = tier[-1][1]
             hits += self.hits(cut(tier, lists, n) if cut is not None else tier, k - len(hits), start=len(hits),

@@ -27,8 +27,8 @@ INDEX_TYPES = ("flat", "ivfsq8", "ivfpq")
 
 def write(path: str | os.PathLike, index, header: dict) -> None:
     """Stream the FAISS ``index`` into ``path`` behind ``header`` (plus format, ntotal and byte count)."""
-    import faiss
-
+    from imgsearch.search import faiss_lib
+    faiss = faiss_lib.load()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -67,8 +67,8 @@ def read_header(path: str | os.PathLike) -> dict:
 
 def read(path: str | os.PathLike):
     """(header, FAISS index) of a saved file; raises (OSError, ValueError, RuntimeError) if damaged."""
-    import faiss
-
+    from imgsearch.search import faiss_lib
+    faiss = faiss_lib.load()
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
