@@ -88,6 +88,26 @@ def _version(mod: str) -> str:
         return "n/a"
 
 
+def faiss_version() -> str:
+    """faiss's version, imported through imgsearch's loader (a plain import first would fix its OpenBLAS kernels)."""
+    try:
+        from imgsearch.search import faiss_lib
+
+        return str(getattr(faiss_lib.load(), "__version__", "?"))
+    except Exception:
+        return "n/a"
+
+
+def faiss_blas() -> str | None:
+    """The OpenBLAS kernels faiss uses in this process (imgsearch/search/faiss_lib.py), e.g. 'SkylakeX'."""
+    try:
+        from imgsearch.search import faiss_lib
+
+        return faiss_lib.blas_core()
+    except Exception:
+        return None
+
+
 def machine(with_torch: bool = True) -> dict:
     """platform, CPU model, cores, RAM, library versions, load average (the box may be busy)."""
     import sqlite3
@@ -102,7 +122,8 @@ def machine(with_torch: bool = True) -> dict:
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
         "sqlite": sqlite3.sqlite_version,
         "numpy": _version("numpy"),
-        "faiss": _version("faiss"),
+        "faiss": faiss_version(),
+        "faiss_blas": faiss_blas(),
         "onnxruntime": _version("onnxruntime"),
         "pillow": _version("PIL"),
     }
