@@ -88,24 +88,15 @@ def _version(mod: str) -> str:
         return "n/a"
 
 
-def faiss_version() -> str:
-    """faiss's version, imported through imgsearch's loader (a plain import first would fix its OpenBLAS kernels)."""
+def faiss_info() -> tuple[str, str | None]:
+    """(faiss's version, the OpenBLAS kernels it uses here, e.g. 'SkylakeX'), faiss imported through imgsearch's
+    loader (imgsearch/search/faiss_lib.py: a plain import first would leave OpenBLAS its own choice)."""
     try:
         from imgsearch.search import faiss_lib
 
-        return str(getattr(faiss_lib.load(), "__version__", "?"))
+        return str(getattr(faiss_lib.load(), "__version__", "?")), faiss_lib.blas_core()
     except Exception:
-        return "n/a"
-
-
-def faiss_blas() -> str | None:
-    """The OpenBLAS kernels faiss uses in this process (imgsearch/search/faiss_lib.py), e.g. 'SkylakeX'."""
-    try:
-        from imgsearch.search import faiss_lib
-
-        return faiss_lib.blas_core()
-    except Exception:
-        return None
+        return "n/a", None
 
 
 def machine(with_torch: bool = True) -> dict:
@@ -122,8 +113,7 @@ def machine(with_torch: bool = True) -> dict:
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
         "sqlite": sqlite3.sqlite_version,
         "numpy": _version("numpy"),
-        "faiss": faiss_version(),
-        "faiss_blas": faiss_blas(),
+        **dict(zip(("faiss", "faiss_blas"), faiss_info())),
         "onnxruntime": _version("onnxruntime"),
         "pillow": _version("PIL"),
     }

@@ -145,8 +145,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from imgsearch.search import faiss_lib
-
     faiss = faiss_lib.load()
+
     from imgsearch.search import dense
     from imgsearch.search.dense import VectorIndex
     from imgsearch.store.db import open_store

@@ -400,7 +400,8 @@ def recall_at_k(ref_I: np.ndarray, I: np.ndarray, k: int = 10) -> float:
 
 def run_size(n: int, args, templates, pool_emb, emb, queries: list[str], qvecs: np.ndarray) -> dict:
     from imgsearch.search import faiss_lib
-    faiss = faiss_lib.load()
+    faiss_lib.load()   # imported before the timings, as before
+
     from imgsearch import paths as P
     from imgsearch.library import Library
     from imgsearch.search.dense import VectorIndex
@@ -582,8 +583,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from imgsearch.search import faiss_lib
-
     faiss = faiss_lib.load()
+
     from imgsearch.text.embed import TextEmbedder
 
     global MIN_QUERIES
