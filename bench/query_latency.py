@@ -186,6 +186,7 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
     Photo rows (with their embeddings) are inserted from Python; captions, tags and FTS5 documents are
     expanded in SQL from the description templates (INSERT ... SELECT over a photo->template map)."""
     from imgsearch.store.db import open_store
+    from imgsearch.store.models import pack_terms
     from imgsearch.model.labels import LABELS_VERSION
     from imgsearch.text.normalize import NORMALIZER_VERSION
 
@@ -214,16 +215,17 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
     indexed_at = "2026-01-01 00:00:00.000000"
     conn.execute("BEGIN")
     conn.execute("CREATE TEMP TABLE t_caps(tid INTEGER, rank INTEGER, text TEXT, score REAL)")
-    conn.execute("CREATE TEMP TABLE t_tags(tid INTEGER, kind TEXT, term TEXT, score REAL)")
+    conn.execute("CREATE TEMP TABLE t_terms(tid INTEGER PRIMARY KEY, terms TEXT)")   # packed: photo_terms (rev 0011)
     conn.execute("CREATE TEMP TABLE t_fts(tid INTEGER PRIMARY KEY, terms TEXT)")
     conn.execute("CREATE TEMP TABLE t_map(pid INTEGER PRIMARY KEY, tid INTEGER)")
     for tid, (caps, kws, tags, terms) in enumerate(templates):
         conn.executemany("INSERT INTO t_caps VALUES (?,?,?,?)", [(tid, r, c, -0.5 - 0.1 * r) for r, c in enumerate(caps)])
-        conn.executemany("INSERT INTO t_tags VALUES (?,?,?,?)", [(tid, "tag", tm, sc) for tm, sc in tags]
-                         + [(tid, "keyword", kw, 1.0) for kw in kws])
+        rows = {}   # one row a (kind, term), the first kept (the tags table's INSERT OR IGNORE before rev 0011)
+        for kind, tm, sc in [("tag", tm, sc) for tm, sc in tags] + [("keyword", kw, 1.0) for kw in kws]:
+            rows.setdefault((kind, tm), (kind, tm, sc))
+        conn.execute("INSERT INTO t_terms VALUES (?, ?)", (tid, pack_terms(list(rows.values()))))
         conn.execute("INSERT INTO t_fts VALUES (?, ?)", (tid, terms))
     conn.execute("CREATE INDEX temp.t_caps_tid ON t_caps(tid)")
-    conn.execute("CREATE INDEX temp.t_tags_tid ON t_tags(tid)")
     pool_n = len(pool_emb)
     for start in range(1, n + 1, chunk):
         m = min(chunk, n - start + 1)
@@ -253,15 +255,15 @@ def build_library(n: int, workdir: Path, templates: list[tuple], variants: int, 
                              ((start + j, cell_bank[pick[j]]) for j in range(m)))
     conn.execute("INSERT INTO captions(photo_id, rank, text, score) "
                  "SELECT m.pid, c.rank, c.text, c.score FROM t_map m JOIN t_caps c ON c.tid = m.tid ORDER BY m.pid, c.rank")
-    conn.execute("INSERT OR IGNORE INTO tags(photo_id, kind, term, score) "
-                 "SELECT m.pid, g.kind, g.term, g.score FROM t_map m JOIN t_tags g ON g.tid = m.tid ORDER BY m.pid")
+    conn.execute("INSERT INTO photo_terms(photo_id, terms) "
+                 "SELECT m.pid, g.terms FROM t_map m JOIN t_terms g ON g.tid = m.tid ORDER BY m.pid")
     conn.execute("INSERT INTO photo_fts(rowid, terms) SELECT m.pid, f.terms FROM t_map m JOIN t_fts f ON f.tid = m.tid "
                  "ORDER BY m.pid")
     for k, v in (("revision", "1"), ("fts_normalizer", NORMALIZER_VERSION), ("text_embedder", embedder_version)):
         conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (k, v))
     conn.execute("COMMIT")
-    for tname in ("t_caps", "t_tags", "t_fts", "t_map"):
+    for tname in ("t_caps", "t_terms", "t_fts", "t_map"):
         conn.execute(f"DROP TABLE temp.{tname}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.close()
@@ -285,7 +287,7 @@ def db_sizes(db: Path) -> dict:
             out["photos"] += size
         elif name == "captions":
             out["captions"] += size
-        elif name == "tags":
+        elif name in ("tags", "photo_terms"):   # photo_terms: the tags packed a photo a row (rev 0011)
             out["tags"] += size
         elif name.startswith("photo_fts"):
             out["fts5"] += size

@@ -36,8 +36,8 @@ def build(base: Path) -> tuple[Path, Path, dict[str, int]]:
 
     from imgsearch import Library
     from imgsearch.store.db import bump_revision
-    from imgsearch.store.models import Photo, Tag
-    from imgsearch.store.writes import rebuild_search_text
+    from imgsearch.store.models import Photo
+    from imgsearch.store.writes import read_terms, rebuild_search_text, set_terms
 
     pics = base / "pics"
     for name, (kind, _, taken, mtime) in PHOTOS.items():
@@ -50,7 +50,7 @@ def build(base: Path) -> tuple[Path, Path, dict[str, int]]:
         relabel(lib, {str(pics / name): v[1] for name, v in PHOTOS.items()})
         with lib.store.write() as s:
             pid = s.execute(select(Photo.id).where(Photo.path == str(pics / REGION_TAG[0]))).scalar_one()
-            s.add(Tag(photo_id=pid, kind="region", term=REGION_TAG[1], score=0.3))
+            set_terms(s, pid, read_terms(s, pid) + [("region", REGION_TAG[1], 0.3)])
             s.flush()
             rebuild_search_text(s)
             bump_revision(s)

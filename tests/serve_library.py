@@ -39,8 +39,8 @@ def relabel(lib, captions: dict[str, str]) -> None:
     from sqlalchemy import delete, select, update
 
     from imgsearch.store.db import bump_revision
-    from imgsearch.store.models import Caption, Photo, Tag, pack_vector
-    from imgsearch.store.writes import rebuild_search_text  # the BM25 documents
+    from imgsearch.store.models import Caption, Photo, pack_vector
+    from imgsearch.store.writes import rebuild_search_text, set_terms  # the BM25 documents
     from imgsearch.text.normalize import keywords
 
     vecs = lib.embedder().embed(list(captions.values()))
@@ -48,15 +48,13 @@ def relabel(lib, captions: dict[str, str]) -> None:
         for (path, cap), v in zip(captions.items(), vecs):
             pid = s.execute(select(Photo.id).where(Photo.path == path)).scalar_one()
             s.execute(delete(Caption).where(Caption.photo_id == pid))
-            s.execute(delete(Tag).where(Tag.photo_id == pid))
             s.execute(update(Photo).where(Photo.id == pid).values(
                 caption=cap, caption_embedding=pack_vector(v), image_embedding=pack_vector(v),
                 label_embedding=pack_vector(v)))
             s.add_all([Caption(photo_id=pid, rank=0, text=cap, score=-0.25),
                        Caption(photo_id=pid, rank=1, text=f"{cap} again", score=-0.75)])
-            s.add_all([Tag(photo_id=pid, kind="tag", term="picture", score=0.5),
-                       Tag(photo_id=pid, kind="tag", term="drawing", score=0.25)])
-            s.add_all([Tag(photo_id=pid, kind="keyword", term=w, score=1.0) for w in keywords([cap])])
+            set_terms(s, pid, [("tag", "picture", 0.5), ("tag", "drawing", 0.25)]
+                      + [("keyword", w, 1.0) for w in keywords([cap])])
         s.flush()
         rebuild_search_text(s)
         bump_revision(s)

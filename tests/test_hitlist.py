@@ -64,7 +64,7 @@ def test_hits_carry_what_the_store_has(lib):
     sofa = make_hits(Details(lib.store), [(ids[REGION_TAG[0]], 1.0)], 1)[0]
     with sqlite3.connect(lib.store.path) as c:
         def kind(k):
-            order = "score DESC, rowid" if k != "keyword" else "rowid"
+            order = "score DESC, pos" if k != "keyword" else "pos"
             return [t for (t,) in c.execute(f"SELECT term FROM tags WHERE photo_id = ? AND kind = ? ORDER BY {order}",
                                              (sofa.id, k))]
         assert sofa.tags == kind("tag") + kind("region") and sofa.tags[-1] == REGION_TAG[1]

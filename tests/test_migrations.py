@@ -124,3 +124,43 @@ def test_tags_term_index_dropped_and_restored(tmp_path):
         conn.commit()
     engine.dispose()
     assert "ix_tags_term" in indexes()
+
+
+def test_tags_packed_one_row_a_photo_and_back(tmp_path):
+    """0011: a library's tag rows become one photo_terms row a photo (their row order kept), the tags view shows
+    them as before, deleting a photo drops its terms; downgrading makes the table again, rows in the same order."""
+    from alembic import command
+
+    from imgsearch.store.db import alembic_config
+
+    db = tmp_path / "old.db"
+    engine = make_engine(db)
+    migrate(engine, "0010")
+    engine.dispose()
+    # photo 1: rows in an order that is not the key's; photo 2: none; photo 3: a unicode term
+    rows = [(1, "tag", "zebra", 0.75), (3, "keyword", "café", 1.0), (1, "keyword", "stripes", 1.0),
+            (1, "region", "grass", 0.25), (1, "tag", "animal", 0.5)]
+    with sqlite3.connect(db) as c:
+        for i in (1, 2, 3):
+            c.execute("INSERT INTO photos (path, folder, size, mtime_ns, indexed_at) "
+                      f"VALUES ('/p/{i}.jpg', '/p', 1, 2, '2024-01-01 00:00:00')")
+        c.executemany("INSERT INTO tags VALUES (?, ?, ?, ?)", rows)
+    open_store(db).close()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT type FROM sqlite_master WHERE name = 'tags'").fetchone() == ("view",)
+        assert c.execute("SELECT photo_id FROM photo_terms ORDER BY photo_id").fetchall() == [(1,), (3,)]
+        assert c.execute("SELECT photo_id, kind, term, score FROM tags ORDER BY photo_id, pos").fetchall() == [
+            r for r in rows if r[0] == 1] + [r for r in rows if r[0] == 3]
+        c.execute("PRAGMA foreign_keys = ON")
+        c.execute("DELETE FROM photos WHERE id = 3")     # the FK cascade drops its terms
+        assert c.execute("SELECT count(*) FROM photo_terms WHERE photo_id = 3").fetchone() == (0,)
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(conn), "0010")
+        conn.commit()
+    engine.dispose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT type FROM sqlite_master WHERE name = 'tags'").fetchone() == ("table",)
+        assert c.execute("SELECT photo_id, kind, term, score FROM tags ORDER BY rowid").fetchall() == [
+            r for r in rows if r[0] == 1]
+        assert "photo_terms" not in {r[0] for r in c.execute("SELECT name FROM sqlite_master")}

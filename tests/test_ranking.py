@@ -30,8 +30,8 @@ def _describe(lib, captions: dict[str, tuple[str, str]]) -> None:
     from sqlalchemy import delete, select, update
 
     from imgsearch.store.db import bump_revision
-    from imgsearch.store.models import Caption, Photo, Tag, pack_vector
-    from imgsearch.store.writes import rebuild_search_text
+    from imgsearch.store.models import Caption, Photo, pack_vector
+    from imgsearch.store.writes import rebuild_search_text, set_terms
     from imgsearch.text.normalize import keywords
 
     emb = lib.embedder()
@@ -41,11 +41,10 @@ def _describe(lib, captions: dict[str, tuple[str, str]]) -> None:
         for (path, (cap, _)), cv, iv in zip(captions.items(), cap_vecs, img_vecs):
             pid = s.execute(select(Photo.id).where(Photo.path == path)).scalar_one()
             s.execute(delete(Caption).where(Caption.photo_id == pid))
-            s.execute(delete(Tag).where(Tag.photo_id == pid))
             s.execute(update(Photo).where(Photo.id == pid).values(
                 caption=cap, caption_embedding=pack_vector(cv), image_embedding=pack_vector(iv)))
             s.add(Caption(photo_id=pid, rank=0, text=cap, score=-0.5))
-            s.add_all([Tag(photo_id=pid, kind="keyword", term=w, score=1.0) for w in keywords([cap])])
+            set_terms(s, pid, [("keyword", w, 1.0) for w in keywords([cap])])
         s.flush()
         rebuild_search_text(s)
         bump_revision(s)

@@ -185,7 +185,7 @@ def test_bulk_ingest_writes_what_the_row_by_row_rules_write(setup, ray_run, tmp_
             "photos": sorted(r[1:at] + r[at + 1:] for r in photos),
             "dates": sorted({len(r[at]) for r in photos}),                     # 'YYYY-MM-DD HH:MM:SS.ffffff'
             "captions": sorted((path[r[0]], *r[1:]) for r in rows(db, "SELECT * FROM captions")),
-            "tags": sorted(((path[r[0]], *r[1:]) for r in rows(db, "SELECT * FROM tags ORDER BY rowid")),
+            "tags": sorted(((path[r[0]], *r[1:]) for r in rows(db, "SELECT * FROM tags ORDER BY photo_id, pos")),
                            key=lambda r: r[0]),                                 # stable: each photo's in rowid order
             "cells": sorted((path[r[0]], r[1]) for r in rows(db, "SELECT * FROM photo_cells")),
             "fts": sorted((path[r[0]], r[1]) for r in rows(db, "SELECT rowid, terms FROM photo_fts")),

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from imgsearch import paths
+from imgsearch.store.writes import set_terms
 from imgsearch.store import Caption, Photo, StoreError, Tag, bump_revision, get_revision, open_store
 from imgsearch.store.db import alembic_config, head_revision
 from imgsearch.store.models import pack_vector, unpack_vector
@@ -83,8 +84,12 @@ def test_cascade_and_unique_path(tmp_path):
     with store.write() as s:
         p = _photo(caption="a dog", caption_embedding=pack_vector(np.ones(384)))
         p.captions = [Caption(rank=0, text="a dog", score=-1.0), Caption(rank=1, text="a cat", score=-2.0)]
-        p.tags = [Tag(kind="tag", term="dog", score=0.9), Tag(kind="keyword", term="dog", score=1.0)]
         s.add(p)
+        s.flush()
+        set_terms(s, p.id, [("tag", "dog", 0.9), ("keyword", "dog", 1.0)])
+    with store.session() as s:   # the tags view shows the packed terms one row each, in their order
+        assert s.execute(select(Tag.kind, Tag.term, Tag.score).order_by(Tag.pos)).all() == [
+            ("tag", "dog", 0.9), ("keyword", "dog", 1.0)]
     with store.session() as s:
         p = s.execute(select(Photo)).scalar_one()
         assert [c.text for c in p.captions] == ["a dog", "a cat"]

@@ -32,7 +32,7 @@ class BulkRows:
 
     photos: list[tuple]
     captions: list[tuple]
-    tags: list[tuple]
+    terms: list[tuple]      # (photo, its packed tag rows: store/models.pack_terms), photos with terms only
     cells: list[tuple]
     documents: list[tuple]
 
@@ -43,7 +43,7 @@ class BulkRows:
         def pick(rows):
             return [(new[r[0]], *r[1:]) for r in rows if r[0] in new]
 
-        return BulkRows(pick(self.photos), pick(self.captions), pick(self.tags), pick(self.cells), pick(self.documents))
+        return BulkRows(pick(self.photos), pick(self.captions), pick(self.terms), pick(self.cells), pick(self.documents))
 
 
 def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect,
@@ -54,7 +54,7 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     batch row of each photo (default: every row, in order; read in place, not copied out by a take)."""
     from imgsearch.model.labels import LABELS_VERSION
     from imgsearch.search.bm25 import document_terms
-    from imgsearch.store.models import Photo
+    from imgsearch.store.models import Photo, pack_terms
 
     date = Photo.__table__.c.indexed_at.type.bind_processor(dialect) or (lambda v: v)
     col = batch.column
@@ -70,7 +70,7 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     no_place = (None, None, None, None)
     dirname, stat_values, term_rows, document = os.path.dirname, writes.stat_values, writes.term_rows, writes._document
     out = BulkRows([], [], [], [], [])
-    photos, out_captions, out_tags, out_cells, documents = out.photos, out.captions, out.tags, out.cells, out.documents
+    photos, out_captions, out_terms, out_cells, documents = out.photos, out.captions, out.terms, out.cells, out.documents
     for pid, (k, path, info) in enumerate(zip(range(len(paths)) if rows is None else rows, paths, infos), 1):
         a, b = cap_off[k], cap_off[k + 1]
         captions = list(zip(range(b - a), cap_text[a:b], map(float, cap_score[a:b])))
@@ -91,7 +91,8 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
             (labels_version[k] or LABELS_VERSION) if has_labels else None,
             vis_vec[k] if has_labels else None, *pl, None, None))
         out_captions.extend([(pid, rk, t, sc) for rk, t, sc in captions])
-        out_tags.extend([(pid, kd, t, sc) for kd, t, sc in terms])
+        if terms:
+            out_terms.append((pid, pack_terms(terms, scores_are_floats=True)))
         if cells[k] is not None:
             out_cells.append((pid, cells[k]))
         documents.append((pid, document_terms(document(pid, captions, terms, place)[1])))
@@ -141,7 +142,7 @@ class BulkWriter:
         cur.executemany(f"INSERT INTO photos ({', '.join(PHOTO_COLUMNS)}) VALUES "
                         f"(? + {base}{', ?' * (len(PHOTO_COLUMNS) - 1)})", r.photos)
         cur.executemany(f"INSERT INTO captions (photo_id, rank, text, score) VALUES (? + {base}, ?, ?, ?)", r.captions)
-        cur.executemany(f"INSERT INTO tags (photo_id, kind, term, score) VALUES (? + {base}, ?, ?, ?)", r.tags)
+        cur.executemany(f"INSERT INTO photo_terms (photo_id, terms) VALUES (? + {base}, ?)", r.terms)
         cur.executemany(f"INSERT INTO photo_cells (photo_id, data) VALUES (? + {base}, ?)", r.cells)
         # new ids (AUTOINCREMENT never reuses one): no document to replace, only to insert
         cur.executemany(f"INSERT INTO {bm25.TABLE}(rowid, terms) VALUES (? + {base}, ?)", r.documents)

@@ -30,7 +30,7 @@ def _iso(dt) -> str | None:
 
 def photo_details(lib, photo_id: int) -> dict[str, Any]:
     """All stored facts about one indexed photo; :class:`PhotoNotFound` for unknown or failed ids."""
-    from sqlalchemy import literal_column, select
+    from sqlalchemy import select
 
     from imgsearch.store.models import Caption, Photo, Tag
 
@@ -43,7 +43,7 @@ def photo_details(lib, photo_id: int) -> dict[str, Any]:
         tags, keywords = [], []
         for kind, term, score in s.execute(
             select(Tag.kind, Tag.term, Tag.score).where(Tag.photo_id == photo_id)
-            .order_by(Tag.kind, Tag.score.desc(), literal_column("tags.rowid"))
+            .order_by(Tag.kind, Tag.score.desc(), Tag.pos)
         ):
             if kind == "tag":
                 tags.append({"term": term, "score": float(score)})

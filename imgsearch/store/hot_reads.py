@@ -74,7 +74,7 @@ def terms(cur, ids: Sequence[int]) -> dict[int, dict[str, list[str]]]:
     if out:
         for pid, kind, term in cur.execute(
                 f"SELECT photo_id, kind, term FROM tags WHERE photo_id IN ({_marks(len(out))}) "
-                "ORDER BY photo_id, kind, score DESC, rowid", list(out)):
+                "ORDER BY photo_id, kind, score DESC, pos", list(out)):
             out[pid][kind].append(term)
     for t in out.values():
         t["tag"] += t.pop("region")

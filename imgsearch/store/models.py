@@ -5,12 +5,12 @@ models mirror the head revision (``tests/test_migrations.py`` checks that they a
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Optional
 
 import numpy as np
 from sqlalchemy import (
-    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -62,9 +62,6 @@ class Photo(Base):
     captions: Mapped[list["Caption"]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", passive_deletes=True, order_by="Caption.rank"
     )
-    tags: Mapped[list["Tag"]] = relationship(
-        back_populates="photo", cascade="all, delete-orphan", passive_deletes=True
-    )
 
     __table_args__ = (
         UniqueConstraint("path", name="uq_photos_path"),
@@ -89,19 +86,60 @@ class Caption(Base):
     photo: Mapped[Photo] = relationship(back_populates="captions")
 
 
-class Tag(Base):
-    __tablename__ = "tags"
+class PhotoTerms(Base):
+    """A photo's tags, keywords and region tags (rev 0011): one row a photo, ``terms`` a JSON array of
+    [kind, term, score] in the order they were written (pack_terms). One row instead of ~14 tag rows a photo:
+    a bulk ingest's tag inserts were a third of its writes (bench/README.md, "Ingest rate"). Every read goes by
+    photo; the ``tags`` view (Tag) shows them one row a term, for SQL and the ORM. A photo without terms has
+    no row. Written by store/writes.py (set_terms) and cluster/bulk.py only."""
+
+    __tablename__ = "photo_terms"
 
     photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)            # 'tag' | 'keyword' | 'region'
-    term: Mapped[str] = mapped_column(Text, primary_key=True)
-    score: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+    terms: Mapped[str] = mapped_column(Text, nullable=False)
 
-    photo: Mapped[Photo] = relationship(back_populates="tags")
 
-    __table_args__ = (
-        CheckConstraint("kind IN ('tag', 'keyword', 'region')", name="ck_tags_kind"),
-    )   # no index on term (rev 0010): every read goes by photo_id
+TAG_KINDS = ("tag", "keyword", "region")
+
+#: The ``tags`` view of rev 0011 (made by that migration, not by the models): a photo's terms one row each, in
+#: their stored order (``pos``); its query is flattened by SQLite, so a read by photo_id is a primary-key
+#: look-up of photo_terms.
+TAGS_VIEW_SQL = (
+    "CREATE VIEW tags (photo_id, pos, kind, term, score) AS "
+    "SELECT t.photo_id, j.key, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), "
+    "json_extract(j.value, '$[2]') FROM photo_terms AS t, json_each(t.terms) AS j"
+)
+
+
+class _ViewBase(DeclarativeBase):
+    """Mappings of views: their own metadata, so that Alembic's autogenerate compares tables only."""
+
+
+class Tag(_ViewBase):
+    """One term of a photo, read through the ``tags`` view (read-only: write with store/writes.set_terms)."""
+
+    __tablename__ = "tags"
+
+    photo_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pos: Mapped[int] = mapped_column(Integer, primary_key=True)                 # place in the photo's terms
+    kind: Mapped[str] = mapped_column(String(16))                              # 'tag' | 'keyword' | 'region'
+    term: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+
+
+_TERMS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))   # made once: json.dumps with options
+#                                                                            makes an encoder a call (~5 µs)
+
+
+def pack_terms(rows, scores_are_floats: bool = False) -> str:
+    """[(kind, term, score)] → the JSON text of PhotoTerms.terms (scores as floats; ``scores_are_floats``: the
+    rows' scores are floats already, as store/writes.term_rows makes them, and the rows are encoded as they are)."""
+    return _TERMS_JSON.encode(rows if scores_are_floats else [(k, t, float(sc)) for k, t, sc in rows])
+
+
+def unpack_terms(text: str | None) -> list[tuple[str, str, float]]:
+    """PhotoTerms.terms → [(kind, term, score)] in their stored order ([] for None)."""
+    return [(k, t, float(sc)) for k, t, sc in json.loads(text)] if text else []
 
 
 class PhotoCells(Base):

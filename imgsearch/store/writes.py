@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from sqlalchemy import delete, literal_column, select, update
+from sqlalchemy import delete, select, update
 
 from imgsearch import places
 from imgsearch.search import bm25
-from imgsearch.store.models import Caption, IndexRun, Photo, PhotoCells, Tag, pack_vector
+from imgsearch.store.models import (TAG_KINDS, Caption, IndexRun, Photo, PhotoCells, PhotoTerms, pack_terms,
+                                    pack_vector, unpack_terms)
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgsearch.indexer.report import IndexReport
@@ -126,10 +127,9 @@ def rebuild_search_text(session) -> int:
         caps.setdefault(pid, []).append(text)
     kw: dict[int, list[str]] = {}
     tg: dict[int, list[str]] = {}
-    for pid, kind, term in session.execute(
-        select(Tag.photo_id, Tag.kind, Tag.term).order_by(Tag.photo_id, literal_column("tags.rowid"))
-    ):
-        (kw if kind == "keyword" else tg).setdefault(pid, []).append(term)
+    for pid, packed in session.execute(select(PhotoTerms.photo_id, PhotoTerms.terms)):
+        for kind, term, _ in unpack_terms(packed):
+            (kw if kind == "keyword" else tg).setdefault(pid, []).append(term)
     at_place = dict(session.execute(select(Photo.id, Photo.place).where(Photo.place.is_not(None))).all())
     docs = [(pid, doc_text(c, kw.get(pid, []), tg.get(pid, []), at_place.get(pid))) for pid, c in caps.items()]
     n = bm25.upsert_documents(session, docs)
@@ -173,13 +173,24 @@ def move_photo(s, photo_id: int, path: str, info: dict) -> None:
 def replace_terms(s, photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow]) -> None:
     """Replace the photo's captions and tags/keywords (none: just drop them)."""
     s.execute(delete(Caption).where(Caption.photo_id == photo_id))
-    s.execute(delete(Tag).where(Tag.photo_id == photo_id))
     if captions:
         s.execute(Caption.__table__.insert(), [
             {"photo_id": photo_id, "rank": r, "text": t, "score": sc} for r, t, sc in captions])
+    set_terms(s, photo_id, tags)
+
+
+def read_terms(s, photo_id: int) -> list[TagRow]:
+    """The photo's tag rows (kind, term, score) in their stored order."""
+    return unpack_terms(s.execute(select(PhotoTerms.terms).where(PhotoTerms.photo_id == photo_id)).scalar())
+
+
+def set_terms(s, photo_id: int, tags: Sequence[TagRow]) -> None:
+    """Replace the photo's tags/keywords/region tags (none: drop them): its one photo_terms row."""
+    s.execute(delete(PhotoTerms).where(PhotoTerms.photo_id == photo_id))
     if tags:
-        s.execute(Tag.__table__.insert(), [
-            {"photo_id": photo_id, "kind": k, "term": t, "score": sc} for k, t, sc in tags])
+        if any(k not in TAG_KINDS for k, _, _ in tags):
+            raise ValueError(f"a tag row's kind must be one of {TAG_KINDS}: {sorted({k for k, _, _ in tags})}")
+        s.execute(PhotoTerms.__table__.insert(), [{"photo_id": photo_id, "terms": pack_terms(tags)}])
 
 
 def set_cells(s, photo_id: int, data: bytes | None) -> None:
@@ -232,8 +243,7 @@ def copy_description(s, src: int, dst: int, at: datetime) -> Document:
                            Photo.labels, Photo.label_embedding, Photo.labels_version, Photo.visual_embedding)
                     .where(Photo.id == src)).one()
     captions = [(c.rank, c.text, c.score) for c in s.execute(select(Caption).where(Caption.photo_id == src)).scalars()]
-    tags = [(t.kind, t.term, t.score) for t in s.execute(
-        select(Tag).where(Tag.photo_id == src).order_by(literal_column("tags.rowid"))).scalars()]
+    tags = read_terms(s, src)
     cells = s.execute(select(PhotoCells.data).where(PhotoCells.photo_id == src)).scalar()
     replace_terms(s, dst, captions, tags)
     s.execute(update(Photo).where(Photo.id == dst).values(
@@ -276,12 +286,9 @@ def write_failure(s, path: str, photo_id: int | None, reason: str, at: datetime,
 def write_labels(s, photo_id: int, labels: Labels) -> Document:
     """Give an already described photo its zero-shot labels (an upgrade that needs no re-captioning): the
     label columns, its region tags; returns its BM25 document, rebuilt from what is stored."""
-    s.execute(delete(Tag).where(Tag.photo_id == photo_id, Tag.kind == "region"))
-    have = set(s.execute(select(Tag.term).where(Tag.photo_id == photo_id, Tag.kind == "tag")).scalars())
-    region = [(t, sc) for t, sc in labels.region_tags if t not in have]
-    if region:
-        s.execute(Tag.__table__.insert(), [
-            {"photo_id": photo_id, "kind": "region", "term": t, "score": float(sc)} for t, sc in region])
+    kept = [r for r in read_terms(s, photo_id) if r[0] != "region"]
+    have = {t for k, t, _ in kept if k == "tag"}
+    set_terms(s, photo_id, kept + [("region", t, float(sc)) for t, sc in labels.region_tags if t not in have])
     s.execute(update(Photo).where(Photo.id == photo_id).values(**labels.columns()))
     return stored_document(s, photo_id)
 
@@ -290,9 +297,7 @@ def stored_document(s, photo_id: int) -> Document:
     """The photo's BM25 document, rebuilt from what is stored (captions, tags, place)."""
     captions = [(c.rank, c.text, c.score) for c in s.execute(
         select(Caption).where(Caption.photo_id == photo_id).order_by(Caption.rank)).scalars()]
-    tags = [(t.kind, t.term, t.score) for t in s.execute(
-        select(Tag).where(Tag.photo_id == photo_id).order_by(literal_column("tags.rowid"))).scalars()]
-    return _document(photo_id, captions, tags, _place(s, photo_id))
+    return _document(photo_id, captions, read_terms(s, photo_id), _place(s, photo_id))
 
 
 def write_place(s, photo_id: int, gps) -> Document | None:
