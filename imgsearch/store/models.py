@@ -101,15 +101,6 @@ class PhotoTerms(Base):
 
 TAG_KINDS = ("tag", "keyword", "region")
 
-#: The ``tags`` view of rev 0011 (made by that migration, not by the models): a photo's terms one row each, in
-#: their stored order (``pos``); its query is flattened by SQLite, so a read by photo_id is a primary-key
-#: look-up of photo_terms.
-TAGS_VIEW_SQL = (
-    "CREATE VIEW tags (photo_id, pos, kind, term, score) AS "
-    "SELECT t.photo_id, j.key, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), "
-    "json_extract(j.value, '$[2]') FROM photo_terms AS t, json_each(t.terms) AS j"
-)
-
 
 class _ViewBase(DeclarativeBase):
     """Mappings of views: their own metadata, so that Alembic's autogenerate compares tables only."""

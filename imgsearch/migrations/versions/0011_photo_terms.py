@@ -25,7 +25,7 @@ depends_on = None
 
 VIEW = ("CREATE VIEW tags (photo_id, pos, kind, term, score) AS "
         "SELECT t.photo_id, j.key, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), "
-        "json_extract(j.value, '$[2]') FROM photo_terms AS t, json_each(t.terms) AS j")   # = models.TAGS_VIEW_SQL
+        "json_extract(j.value, '$[2]') FROM photo_terms AS t, json_each(t.terms) AS j")   # models.Tag maps it (read-only)
 BATCH = 5000   # photos a statement
 
 
