@@ -105,6 +105,24 @@ def test_cascade_and_unique_path(tmp_path):
     store.close()
 
 
+def test_set_terms_rejects_an_unknown_kind_and_keeps_the_old_terms(tmp_path):
+    """The kind check that replaced the old tags table's CHECK constraint: a bad kind raises before anything is
+    written, and the transaction's rollback keeps the photo's terms as they were."""
+    store = open_store(tmp_path / "l.db")
+    with store.write() as s:
+        p = _photo(caption="a dog")
+        s.add(p)
+        s.flush()
+        pid = p.id
+        set_terms(s, pid, [("tag", "dog", 0.9)])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        with store.write() as s:
+            set_terms(s, pid, [("keyword", "beach", 1.0), ("label", "sand", 0.5)])
+    with store.session() as s:
+        assert s.execute(select(Tag.kind, Tag.term, Tag.score)).all() == [("tag", "dog", 0.9)]
+    store.close()
+
+
 def test_photo_ids_are_never_reused(tmp_path):
     store = open_store(tmp_path / "l.db")
     with store.write() as s:

@@ -186,10 +186,10 @@ def read_terms(s, photo_id: int) -> list[TagRow]:
 
 def set_terms(s, photo_id: int, tags: Sequence[TagRow]) -> None:
     """Replace the photo's tags/keywords/region tags (none: drop them): its one photo_terms row."""
+    if any(k not in TAG_KINDS for k, _, _ in tags):   # checked before anything is written
+        raise ValueError(f"a tag row's kind must be one of {TAG_KINDS}: {sorted({k for k, _, _ in tags})}")
     s.execute(delete(PhotoTerms).where(PhotoTerms.photo_id == photo_id))
     if tags:
-        if any(k not in TAG_KINDS for k, _, _ in tags):
-            raise ValueError(f"a tag row's kind must be one of {TAG_KINDS}: {sorted({k for k, _, _ in tags})}")
         s.execute(PhotoTerms.__table__.insert(), [{"photo_id": photo_id, "terms": pack_terms(tags)}])
 
 
