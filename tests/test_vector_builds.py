@@ -72,10 +72,12 @@ def test_store_reads_several_kinds_in_one_scan_as_each_alone(tmp_path):
         assert stored.count_kinds(store, kinds) == (N - 1, {k: stored.count_vectors(store, k) for k in kinds})
         assert stored.count_kinds(store, ["labels"])[1]["labels"] == len(want["labels"]) == 199   # 200, less 22
         got = {k: ([], []) for k in kinds}
-        for batch in stored.iter_kinds(store, kinds, chunk=64):
+        held: dict = {}
+        for batch in stored.iter_kinds(store, kinds, chunk=64, held=held):
             for k, (ids, vecs) in batch.items():
                 got[k][0].extend(ids.tolist())
                 got[k][1].extend(vecs)
+        assert held == stored.count_kinds(store, kinds)[1]    # counted as it went: photo 40's short vector too
         for k in kinds:
             alone = list(stored.iter_vectors(store, k))
             assert got[k][0] == np.concatenate([i for i, _ in alone]).tolist() == sorted(want[k])
@@ -230,5 +232,38 @@ def test_a_trained_index_is_filled_only_where_its_cells_fit_the_count(tmp_path, 
         assert built["image"] is not other and built["image"].nlist == D.ivf_nlist(len(want["image"]))
         assert len(other) == 0
         assert asked == [["image", "labels", "visual"]]
+    finally:
+        store.close()
+
+
+def test_every_kind_trained_is_filled_without_a_count_first(tmp_path, monkeypatch, ivf_thresholds):
+    """build_kinds with a trained index for every kind (a first ingest's early training): no count_kinds scan;
+    the one scan fills them and counts; a kind whose count calls for another cell count is built again as
+    build_kinds makes it alone, and equals that build."""
+    db, want = library_db(tmp_path)
+    store = open_store(db)
+    try:
+        counted = []
+        count_kinds = stored.count_kinds
+        monkeypatch.setattr(stored, "count_kinds", lambda s, kinds: counted.append(list(kinds)) or count_kinds(s, kinds))
+
+        def shell(kind, factor=1):
+            vi = VectorIndex(index_type="ivfsq8", nlist=D.ivf_nlist(len(want[kind])) * factor)
+            vi.train(unit(vi.nlist * D.IVF_TRAIN_PER_LIST, seed=7))
+            return vi
+
+        fits = {k: shell(k) for k in COLUMNS}
+        built = build_kinds(store, list(COLUMNS), revision="r3", trained=fits)
+        assert counted == []
+        for k in COLUMNS:
+            assert built[k] is fits[k] and built[k].revision == "r3" and built[k].trained_on == len(want[k])
+            assert sorted(built[k].ids().tolist()) == sorted(want[k])
+        wrong = {**{k: shell(k) for k in COLUMNS}, "labels": shell("labels", factor=2)}
+        built = build_kinds(store, list(COLUMNS), revision="r4", trained=wrong)
+        assert counted == [["labels"]]            # the misfit alone, built again the usual way
+        assert built["caption"] is wrong["caption"] and built["labels"] is not wrong["labels"]
+        alone = build_kinds(store, ["labels"], revision="r4")["labels"]
+        assert built["labels"].nlist == alone.nlist != wrong["labels"].nlist   # (199 vectors: fewer cells, to fit)
+        assert built["labels"].revision == "r4" and sorted(built["labels"].ids().tolist()) == sorted(want["labels"])
     finally:
         store.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from imgsearch import places
 from imgsearch.places import PLACES_VERSION
@@ -17,6 +17,7 @@ from imgsearch.search import bm25
 from imgsearch.store import writes
 from imgsearch.store.db import bump_revision
 from imgsearch.store.models import Photo
+from imgsearch.store.queries import not_at
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgsearch.indexer.plan import Plan
@@ -27,8 +28,7 @@ BATCH = 500
 
 def stale_places(session, on_disk: set[str]) -> list[tuple[int, str]]:
     """(id, path) of the good photos found by the scan whose GPS was not read by this PLACES_VERSION."""
-    q = select(Photo.id, Photo.path).where(
-        Photo.error.is_(None), or_(Photo.places_version.is_(None), Photo.places_version != PLACES_VERSION))
+    q = select(Photo.id, Photo.path).where(Photo.error.is_(None), not_at(Photo.places_version, PLACES_VERSION))
     return [(pid, path) for pid, path in session.execute(q) if path in on_disk]
 
 

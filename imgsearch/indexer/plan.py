@@ -19,7 +19,8 @@ from imgsearch.indexer.ocr import OCR_VERSION
 from imgsearch.indexer.scan import content_hash, diff, scan
 from imgsearch.model.labels import LABELS_VERSION
 from imgsearch.paths import is_under, resolve_root
-from imgsearch.store.queries import photos_under
+from imgsearch.store.models import Photo
+from imgsearch.store.queries import not_at_version, photos_under
 
 
 @dataclass
@@ -146,6 +147,9 @@ def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], ret
     roots = [resolve_root(r) for r in roots_in]
     with store.session() as s:
         rows = photos_under(s, roots)
+        # ids, from the version indexes: an up-to-date library reads no record for them
+        old_labels = not_at_version(s, Photo.labels_version, LABELS_VERSION)
+        old_ocr = not_at_version(s, Photo.ocr_version, OCR_VERSION) if ocr else set()
     d = diff(entries, {p: (r.size, r.mtime_ns) for p, r in rows.items()}, [p for p, _ in scan_errors])
     on_disk = {e.path for e in entries}
     gone = {p: rows[p].id for p in d.gone}
@@ -168,12 +172,12 @@ def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], ret
     stale = [p for p in unchanged_ok if rows[p].model_version != version or rows[p].caption is None]
     work += [WorkItem(p, "stale", rows[p].id) for p in stale]
     stale_set = set(stale)
-    unlabelled = [p for p in unchanged_ok if p not in stale_set and rows[p].labels_version != LABELS_VERSION]
+    unlabelled = [p for p in unchanged_ok if p not in stale_set and rows[p].id in old_labels]
     work += [WorkItem(p, "labels", rows[p].id) for p in unlabelled]
     skipped = len(unchanged_ok) - len(stale) - len(unlabelled)
     if ocr:
         busy = stale_set | set(unlabelled)
-        unread = [p for p in unchanged_ok if p not in busy and rows[p].ocr_version != OCR_VERSION]
+        unread = [p for p in unchanged_ok if p not in busy and rows[p].id in old_ocr]
         work += [WorkItem(p, "ocr", rows[p].id) for p in unread]
         skipped -= len(unread)
     # failed before: retried when asked to, or when it failed under another model version (rules.retry_failure)
@@ -182,6 +186,6 @@ def make_plan(store, roots_in: list[str], *, get_version: Callable[[], str], ret
     skipped += len(unchanged_failed) - len(retry)
     if ocr:
         for w in work:
-            w.ocr = w.reason in ("new", "changed", "retry", "ocr") or rows[w.path].ocr_version != OCR_VERSION
+            w.ocr = w.reason in ("new", "changed", "retry", "ocr") or rows[w.path].id in old_ocr
     return Plan(roots=roots, work=work, gone=gone, on_disk=on_disk, scan_errors=scan_errors,
                 kept=kept, skipped_unchanged=skipped, rehashed=rehashed)

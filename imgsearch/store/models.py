@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text as sql_text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -68,6 +69,12 @@ class Photo(Base):
         Index("ix_photos_folder", "folder"),
         Index("ix_photos_content_hash", "content_hash"),
         Index("ix_photos_gps", "gps_lat", "gps_lon"),
+        # the versions and the place come after the vectors in a record (overflow pages): indexed, so that
+        # "which photos are not at this version" and the places list read no record (rev 0012)
+        Index("ix_photos_labels_version", "labels_version"),
+        Index("ix_photos_ocr_version", "ocr_version"),
+        Index("ix_photos_places_version", "places_version"),
+        Index("ix_photos_place", "place", "error", sqlite_where=sql_text("place IS NOT NULL AND error IS NULL")),
         {"sqlite_autoincrement": True},
     )
 

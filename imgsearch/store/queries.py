@@ -119,11 +119,12 @@ def ids_near(store, lat: float, lon: float, km: float) -> set[int]:
 
 
 def place_counts(store) -> list[tuple[str, int]]:
-    """[(place, good photos there)], most photos first, then by place."""
+    """[(place, good photos there)], most photos first, then by place: from the partial index ix_photos_place (its
+    WHERE is this query's), not the table."""
     n = func.count()
     with store.session() as s:
         return [(p, int(c)) for p, c in s.execute(
-            select(Photo.place, n).where(Photo.error.is_(None), Photo.place.is_not(None))
+            select(Photo.place, n).where(Photo.place.is_not(None), Photo.error.is_(None))
             .group_by(Photo.place).order_by(n.desc(), Photo.place))]
 
 
@@ -239,15 +240,28 @@ def failed_files(store) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------- what indexing reads
 
 def photos_under(session, roots: list[str]) -> dict:
-    """{path: row (id, path, size, mtime_ns, error, model_version, caption, labels_version, content_hash)} of
-    the photos under ``roots``."""
+    """{path: row (id, path, size, mtime_ns, error, model_version, caption, content_hash)} of the photos under
+    ``roots``: the columns before the vectors in a record (its first page); for the versions, not_at_version."""
     rows = {}
     # roots in chunks: `imgsearch index *.jpg` passes thousands of them, more than one SQL expression may hold
     for i in range(0, len(roots), 200):
         q = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.error, Photo.model_version,
-                   Photo.caption, Photo.labels_version, Photo.content_hash, Photo.ocr_version).where(or_(*[under_clause(Photo.path, r) for r in roots[i:i + 200]]))
+                   Photo.caption, Photo.content_hash).where(or_(*[under_clause(Photo.path, r) for r in roots[i:i + 200]]))
         rows.update({r.path: r for r in session.execute(q)})
     return rows
+
+
+def not_at(column, version: str):
+    """``column`` is not ``version`` (NULL included), written so that SQLite answers it from the column's index
+    (the OR of three ranges; ``IS NOT ?`` or ``!=`` would read every row)."""
+    return or_(column.is_(None), column < version, column > version)
+
+
+def not_at_version(session, column, version: str) -> set[int]:
+    """Ids of the photos whose ``column`` (Photo.labels_version, ocr_version, places_version: each indexed, rev
+    0012) is not ``version``; an up-to-date library answers from the index alone, without reading a record (those
+    columns come after the vectors: reading them for every photo reads the whole table)."""
+    return set(session.execute(select(Photo.id).where(not_at(column, version))).scalars())
 
 
 def photo_files(session, folders: list[str] | None = None):
