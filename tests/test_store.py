@@ -195,3 +195,43 @@ def test_default_paths(tmp_path, monkeypatch):
     assert paths.captions_faiss_path(db) == tmp_path / "library.db.captions.faiss"
     assert paths.images_faiss_path(db) == tmp_path / "library.db.images.faiss"
     assert paths.thumbs_dir(db) == tmp_path / "thumbs"
+
+
+def test_version_and_place_queries_read_their_indexes_not_the_records(tmp_path):
+    """The columns after the vectors (versions, place) are asked through their indexes (rev 0012): SQLite's plan
+    for each statement those queries run names the index, and none scans the photos table (reading a record
+    there reads its ~6 KB of vectors); the answers are those of a plain comparison."""
+    from sqlalchemy import event
+
+    from imgsearch.indexer.geotag import stale_places
+    from imgsearch.places import PLACES_VERSION
+    from imgsearch.store import queries
+
+    store = open_store(tmp_path / "l.db")
+    with store.write() as s:
+        for i, (labels, place) in enumerate([(None, None), ("old", "Paris"), ("v2", "Paris"), ("zz", None)]):
+            s.add(_photo(path=f"/p/{i}.jpg", labels_version=labels, place=place,
+                         places_version=PLACES_VERSION if i % 2 else None))
+    with store.session() as s:
+        ids = dict(s.execute(select(Photo.path, Photo.id)).all())
+    ran: list[tuple[str, tuple]] = []
+    listen = lambda conn, cur, sql, params, ctx, many: ran.append((sql, params))   # noqa: E731
+    event.listen(store.engine, "before_cursor_execute", listen)
+    try:
+        with store.session() as s:
+            assert queries.not_at_version(s, Photo.labels_version, "v2") == {ids[f"/p/{i}.jpg"] for i in (0, 1, 3)}
+            assert queries.not_at_version(s, Photo.ocr_version, "v1") == set(ids.values())
+            assert sorted(p for _, p in stale_places(s, set(ids))) == ["/p/0.jpg", "/p/2.jpg"]
+        assert queries.place_counts(store) == [("Paris", 2)]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listen)
+    plans = []
+    with store.engine.connect() as c:
+        for sql, params in ran:
+            if sql.lstrip().upper().startswith("SELECT"):
+                plans.append(" | ".join(r[-1] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)))
+    assert len(plans) == 4, ran
+    for plan, index in zip(plans, ("COVERING INDEX ix_photos_labels_version", "COVERING INDEX ix_photos_ocr_version",
+                                   "INDEX ix_photos_places_version", "COVERING INDEX ix_photos_place")):
+        assert index in plan and "SCAN photos" not in plan, plan
+    store.close()
