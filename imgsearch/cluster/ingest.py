@@ -58,7 +58,7 @@ class ShardIngest(IndexRunner):
         self.version = version
         self.not_ingested = 0   # planned photos without a usable shard row: left for the next run
         self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_write); False: all row by row
-        self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library)
+        self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library), finish_s
         self._writer: BulkWriter | None = None   # the bulk transactions' connection, commits, checkpoints
         self._early = None   # search/early_training.EarlyTraining: the IVF cells trained while the rows are written
 
@@ -107,11 +107,13 @@ class ShardIngest(IndexRunner):
         self.phases["plan_s"] = t_write - t0
         self.phases["writes_s"] = time.monotonic() - t_write
         self.not_ingested = len(pending)
+        t_end = time.monotonic()
         self.touched.update(place_stale(self.store, plan, self.report))
         self._remove_gone()
         self.report.seconds = time.monotonic() - t0
         with self.store.write() as s:
             writes.finish_run(s, run_id, self.report, self.version)
+        self.phases["finish_s"] = time.monotonic() - t_end   # places, gone photos, the run's record
         return self.report
 
     def _start_early_training(self, n_new: int):

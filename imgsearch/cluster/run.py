@@ -31,7 +31,7 @@ class ClusterReport(IndexReport):
     ingest_seconds: float = 0.0
     nodes: list = field(default_factory=list)
     job: dict = field(default_factory=dict)
-    phases: dict = field(default_factory=dict)   # the ingest's seconds: plan_s, writes_s, faiss_s and bm25_s (side by side), caches_s (both)
+    phases: dict = field(default_factory=dict)   # the ingest's seconds: plan_s, writes_s, finish_s, faiss_s and bm25_s (side by side), caches_s (both)
 
     def summary_lines(self) -> list[str]:
         """What the CLI says about the cluster's part, after the usual counts."""
