@@ -1,6 +1,7 @@
 """The library database: engine settings, revision, cascades, refusing non-libraries, default paths."""
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import datetime
 
@@ -197,10 +198,10 @@ def test_default_paths(tmp_path, monkeypatch):
     assert paths.thumbs_dir(db) == tmp_path / "thumbs"
 
 
-def test_version_and_place_queries_read_their_indexes_not_the_records(tmp_path):
-    """The columns after the vectors (versions, place) are asked through their indexes (rev 0012): SQLite's plan
-    for each statement those queries run names the index, and none scans the photos table (reading a record
-    there reads its ~6 KB of vectors); the answers are those of a plain comparison."""
+def test_version_and_place_queries_read_their_indexes_not_the_records(tmp_path, monkeypatch):
+    """The queries over every photo (versions, places, dates) read their indexes (rev 0012): SQLite's plan for
+    each statement they run names the index, and none scans the photos table (reading a record there reads its
+    ~6 KB of vectors); the answers are those of a plain comparison."""
     from sqlalchemy import event
 
     from imgsearch.indexer.geotag import stale_places
@@ -217,12 +218,23 @@ def test_version_and_place_queries_read_their_indexes_not_the_records(tmp_path):
     ran: list[tuple[str, tuple]] = []
     listen = lambda conn, cur, sql, params, ctx, many: ran.append((sql, params))   # noqa: E731
     event.listen(store.engine, "before_cursor_execute", listen)
+    id_set = queries._id_set    # the raw-cursor reads (no SQLAlchemy event): recorded here
+
+    def recorded_id_set(st, sql, params=()):
+        ran.append((sql, tuple(params)))
+        return id_set(st, sql, params)
+
+    monkeypatch.setattr(queries, "_id_set", recorded_id_set)
     try:
         with store.session() as s:
             assert queries.not_at_version(s, Photo.labels_version, "v2") == {ids[f"/p/{i}.jpg"] for i in (0, 1, 3)}
             assert queries.not_at_version(s, Photo.ocr_version, "v1") == set(ids.values())
             assert sorted(p for _, p in stale_places(s, set(ids))) == ["/p/0.jpg", "/p/2.jpg"]
         assert queries.place_counts(store) == [("Paris", 2)]
+        # mtime_ns: 2 ns after the epoch (_photo), inside the range as nanoseconds; none has an EXIF date
+        assert queries.ids_dated(store, datetime(1960, 1, 1), datetime(2000, 1, 1), 0, 10) == set(ids.values())
+        assert queries.by_date(store, None, True, 2) == [(ids["/p/3.jpg"], 0.0), (ids["/p/2.jpg"], 0.0)]
+        assert queries.good_ids(store) == set(ids.values())
     finally:
         event.remove(store.engine, "before_cursor_execute", listen)
     plans = []
@@ -230,8 +242,14 @@ def test_version_and_place_queries_read_their_indexes_not_the_records(tmp_path):
         for sql, params in ran:
             if sql.lstrip().upper().startswith("SELECT"):
                 plans.append(" | ".join(r[-1] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)))
-    assert len(plans) == 4, ran
-    for plan, index in zip(plans, ("COVERING INDEX ix_photos_labels_version", "COVERING INDEX ix_photos_ocr_version",
-                                   "INDEX ix_photos_places_version", "COVERING INDEX ix_photos_place")):
-        assert index in plan and "SCAN photos" not in plan, plan
+    assert len(plans) == 7, ran
+    # (index, searched: a range of it, not a scan of all of it); a scan of a whole index is ~30 B a photo, of the
+    # table ~6.5 KB
+    want = [("COVERING INDEX ix_photos_labels_version", True), ("COVERING INDEX ix_photos_ocr_version", True),
+            ("INDEX ix_photos_places_version", True), ("COVERING INDEX ix_photos_place", True),
+            ("COVERING INDEX ix_photos_dates", True), ("COVERING INDEX ix_photos_dates", False),
+            ("COVERING INDEX ix_photos_dates", False)]
+    for plan, (index, searched) in zip(plans, want):
+        assert f"USING {index}" in plan and not re.search(r"SCAN photos(?! USING)", plan), plan
+        assert not searched or "SCAN" not in plan, plan
     store.close()

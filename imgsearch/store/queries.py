@@ -44,7 +44,7 @@ def _stored_datetime(t) -> str:
 def ids_dated(store, start, end, start_ns: int | None, end_ns: int | None) -> set[int]:
     """Ids of the good photos dated ``start <= date < end`` (None: open): the EXIF date taken (naive
     datetimes) when there is one, else the file's mtime (``start_ns`` / ``end_ns``: the same bounds as
-    nanoseconds since the epoch). A scan of the photos table (no index on either column)."""
+    nanoseconds since the epoch). Read from the index ix_photos_dates (rev 0012), not the table."""
     exif, file, exif_params, file_params = ["taken_at IS NOT NULL"], ["taken_at IS NULL"], [], []
     if start is not None:
         exif.append("taken_at >= ?")
@@ -80,7 +80,8 @@ def ids_with_terms(store, groups) -> set[int]:
 def by_date(store, allowed: set[int] | None, newest: bool, limit: int) -> list[tuple[int, float]]:
     """The first ``limit`` good photos (among ``allowed``; None: all) by date — the EXIF date taken, else
     the file's mtime in local time — newest or oldest first, ties by id (the same way round), as
-    [(id, 0.0)]. One ordered scan of the photos table."""
+    [(id, 0.0)]. One scan of the index ix_photos_dates (rev 0012), then a sort (the key's 'localtime'
+    cannot be indexed)."""
     import json
 
     # text that sorts as the dates do ("2024-06-15 10:00:00.000000" / "2024-06-15 10:00:00"): a third of the

@@ -1,4 +1,4 @@
-"""indexes on photos.labels_version, ocr_version, places_version and place: no more full reads of the vectors
+"""indexes on photos' versions, places and dates: queries over every photo no longer read its vectors
 
 Revision ID: 0012
 Revises: 0011
@@ -11,7 +11,9 @@ labels_version and ocr_version of every photo under its roots, and geotag.stale_
 every photo. Each version now has an index, and those queries ask it for the photos not at the current version
 (``IS NULL OR < ? OR > ?``, which SQLite answers from the index; ``!=`` cannot use one), so an up-to-date
 library answers them without reading a record. ``imgsearch places`` (place_counts) reads a partial index of the
-good photos' places instead of the table.
+good photos' places instead of the table, and a date filter or sort (``--after``, ``--sort newest``:
+queries.ids_dated, by_date) and the list of good photos (good_ids) one of (taken_at, mtime_ns, error): at 1M
+photos 1.75 s → 0.40 s and 1.6 s → 0.38 s with the pages in memory, ~30 MB instead of ~8 GB from a cold cache.
 
 Creating them reads the table once each (a one-time cost of the upgrade; measured in README, "Upgrading").
 """
@@ -34,9 +36,13 @@ def upgrade() -> None:
     # error too (NULL in every entry): SQLite counts a column of the WHERE as covered only if the index holds it
     op.create_index("ix_photos_place", "photos", ["place", "error"],
                     sqlite_where=sa.text("place IS NOT NULL AND error IS NULL"))
+    # not partial ("WHERE error IS NULL"): SQLite then chose a scan of it, with a look-up of every record, for
+    # stale_places' "error IS NULL AND places_version ..." over the places_version index
+    op.create_index("ix_photos_dates", "photos", ["taken_at", "mtime_ns", "error"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_photos_dates", table_name="photos")
     op.drop_index("ix_photos_place", table_name="photos")
     for column in reversed(VERSIONS):
         op.drop_index(f"ix_photos_{column}", table_name="photos")
