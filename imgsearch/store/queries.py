@@ -125,7 +125,7 @@ def place_counts(store) -> list[tuple[str, int]]:
     n = func.count()
     with store.session() as s:
         return [(p, int(c)) for p, c in s.execute(
-            select(Photo.place, n).where(Photo.place.is_not(None), Photo.error.is_(None))
+            select(Photo.place, n).where(Photo.error.is_(None), Photo.place.is_not(None))
             .group_by(Photo.place).order_by(n.desc(), Photo.place))]
 
 

@@ -5,16 +5,17 @@ Revises: 0011
 Create Date: 2026-12-02
 
 These columns come after the four 1.5 KB vectors in a photos record, so SQLite reaches them through the
-record's overflow pages: a query that reads them for every photo reads the whole table (~6 KB a photo, ~6 GB
+record's overflow pages: a query that reads them for every photo reads the whole table (~6.5 KB a photo, ~8 GB
 at 1M photos; 2.2 s at 100k from a cold cache). Every index run and ingest did that twice: the plan read
 labels_version and ocr_version of every photo under its roots, and geotag.stale_places read places_version of
 every photo. Each version now has an index, and those queries ask it for the photos not at the current version
 (``IS NULL OR < ? OR > ?``, which SQLite answers from the index; ``!=`` cannot use one), so an up-to-date
 library answers them without reading a record (the plan's other columns, before the vectors, still read each
-record's first page: ~30 s from a cold cache at 1M, read-ahead bringing the rest in). ``imgsearch places`` (place_counts) reads a partial index of the
-good photos' places instead of the table, and a date filter or sort (``--after``, ``--sort newest``:
-queries.ids_dated, by_date) and the list of good photos (good_ids) one of (taken_at, mtime_ns, error): at 1M
-photos 1.75 s → 0.40 s and 1.6 s → 0.38 s with the pages in memory, ~30 MB instead of ~8 GB from a cold cache.
+record's first page: ~30 s from a cold cache at 1M, read-ahead bringing the rest in). ``imgsearch places``
+(place_counts) reads a partial index of the good photos' places instead of the table, and a date filter or sort
+(``--after``, ``--sort newest``: queries.ids_dated, by_date) and the list of good photos (good_ids) one of
+(taken_at, mtime_ns, error): at 1M photos 1.75–1.98 s → 0.40 s and 1.5–2.2 s → 0.36–0.38 s, ~30 MB instead of
+~8 GB to read from a cold cache.
 
 Creating them reads the table once each (a one-time cost of the upgrade; measured in README, "Upgrading").
 """
