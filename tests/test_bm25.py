@@ -254,3 +254,29 @@ def test_cache_pruned_top_k_is_exact():
         assert cache.search(q, k) == want, q
         pruned_used += len(cols) > 1 and cache.search_pruned(cols, k) is not None
     assert pruned_used > 30                                  # the pruned path really ran
+
+
+def test_document_terms_in_pieces_equal_the_whole_documents_terms():
+    """store/writes.document_terms_of (the bulk ingest's documents, keywords/tags/places normalised a piece at a
+    time through bm25.piece_terms) stores exactly what document_terms(doc_text(...)) stores, for pieces with
+    accents, apostrophes, punctuation, digits, stopwords, combining marks, full-width letters and empty ones."""
+    from imgsearch.store.writes import doc_text, document_terms_of
+
+    rng = random.Random(11)
+    atoms = ["dog", "Café", "don't", "O\u2019Brien", "the", "a", "straße", "ＦＵＬＬ", "e\u0301te\u0301", "\u0301x",
+             "x'", "'", "2024", "beach.", "—", ".", "", " ", "  running  ", "évening", "Ünïcode", "ﬁsh", "ΣΊΣΥΦΟΣ",
+             "日本", "new-york", "it's", "dogs!", "\u2019s"]
+
+    def piece():
+        return " ".join(rng.choice(atoms) for _ in range(rng.randint(0, 4)))
+
+    checked = 0
+    for _ in range(600):
+        caps = [piece() for _ in range(rng.randint(0, 4))]
+        kws = [piece() for _ in range(rng.randint(0, 4))]
+        tags = [piece() for _ in range(rng.randint(0, 4))]
+        place = rng.choice([None, "", piece(), "Zürich, Switzerland", "Saint-Étienne"])
+        want = bm25.document_terms(doc_text(caps, kws, tags, place))
+        assert document_terms_of(caps, kws, tags, place) == want, (caps, kws, tags, place)
+        checked += bool(want)
+    assert checked > 400                                      # most documents were not empty

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -51,52 +53,80 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     """The rows upsert_photo + write_description (store/writes.py) would write for described shard rows of new
     photos, made from the batch's columns (shards.flat_lists / vector_bytes) instead of one Description each;
     dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores them. ``rows``: the
-    batch row of each photo (default: every row, in order; read in place, not copied out by a take)."""
+    batch row of each photo (default: every row, in order; read in place, not copied out by a take).
+
+    Column by column where it can be (the captions' rows, the vectors, the photos' tuples zipped from
+    columns); the terms and the BM25 document a photo at a time (store/writes.term_rows, document_terms_of)."""
     from imgsearch.model.labels import LABELS_VERSION
-    from imgsearch.search.bm25 import document_terms
     from imgsearch.store.models import Photo, pack_terms
 
     date = Photo.__table__.c.indexed_at.type.bind_processor(dialect) or (lambda v: v)
     col = batch.column
+    n = len(paths)
+    pos = list(range(n)) if rows is None else [int(k) for k in rows]
+    pids = range(1, n + 1)
     cap_off, (cap_text, cap_score) = shards.flat_lists(col("captions"))
     tag_off, (tag_text, tag_score) = shards.flat_lists(col("tags"))
     kw_off, kws = shards.flat_lists(col("keywords"))
     reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
-    cap_off, tag_off, kw_off, reg_off = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
-    cap_vec, img_vec, lab_vec, vis_vec = (shards.vector_bytes(col(k)) for k in shards.VECTOR_COLUMNS)
-    cells, labels = col("cells").to_pylist(), col("labels").to_pylist()
-    labels_version = col("labels_version").to_pylist()
-    at_s = date(at)
+    cap_score = [float(v) for v in cap_score]
+
+    def pick(values: list) -> list:
+        return values if rows is None else [values[k] for k in pos]
+
+    # the captions: one row per caption of each photo, ranks 0.. in shard order
+    k_arr = np.asarray(pos, dtype=np.int64)
+    starts, ends = cap_off[k_arr], cap_off[k_arr + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    out_start = np.zeros(n, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=out_start[1:])
+    rank = np.arange(total, dtype=np.int64) - np.repeat(out_start, lengths)
+    flat = (np.repeat(starts, lengths) + rank).tolist()
+    c_text, c_score = [cap_text[i] for i in flat], [cap_score[i] for i in flat]
+    captions = list(zip(np.repeat(np.arange(1, n + 1), lengths).tolist(), rank.tolist(), c_text, c_score))
+    first = [cap_text[a] if b > a else "" for a, b in zip(starts.tolist(), ends.tolist())]
+
+    cap_vec, img_vec, lab_vec, vis_vec = (pick(shards.vector_bytes(col(k))) for k in shards.VECTOR_COLUMNS)
+    cells, labels = pick(col("cells").to_pylist()), pick(col("labels").to_pylist())
+    labels_version = pick(col("labels_version").to_pylist())
+    has_labels = [v is not None for v in labels]
+    lab_vec = [v if h else None for v, h in zip(lab_vec, has_labels)]
+    vis_vec = [v if h else None for v, h in zip(vis_vec, has_labels)]
+    labels_version = [(v or LABELS_VERSION) if h else None for v, h in zip(labels_version, has_labels)]
+
+    # the photos' own columns (what a decode worker's info fills in: writes.stat_values)
+    stat_values = writes.stat_values
+    sts = [stat_values(info) for info in infos]
     no_place = (None, None, None, None)
-    dirname, stat_values, term_rows, document = os.path.dirname, writes.stat_values, writes.term_rows, writes._document
-    out = BulkRows([], [], [], [], [])
-    photos, out_captions, out_terms, out_cells, documents = out.photos, out.captions, out.terms, out.cells, out.documents
-    for pid, (k, path, info) in enumerate(zip(range(len(paths)) if rows is None else rows, paths, infos), 1):
-        a, b = cap_off[k], cap_off[k + 1]
-        captions = list(zip(range(b - a), cap_text[a:b], map(float, cap_score[a:b])))
-        has_labels = labels[k] is not None
-        region = (list(zip(reg_text[reg_off[k]:reg_off[k + 1]], reg_score[reg_off[k]:reg_off[k + 1]]))
-                  if has_labels else ())
-        terms = term_rows(zip(tag_text[tag_off[k]:tag_off[k + 1]], tag_score[tag_off[k]:tag_off[k + 1]]),
-                          kws[kw_off[k]:kw_off[k + 1]], region)
-        st = stat_values(info)
-        place = st.get("place")
-        pl = (st["gps_lat"], st["gps_lon"], place, st["places_version"]) if "places_version" in st else no_place
-        taken = st["taken_at"]
-        photos.append((
-            pid, path, dirname(path), st["size"], st["mtime_ns"], st["content_hash"], st["width"],
-            st["height"], date(taken) if taken is not None else None,
-            captions[0][1] if captions else "", version, None, at_s, cap_vec[k], img_vec[k],
-            labels[k] if has_labels else None, lab_vec[k] if has_labels else None,
-            (labels_version[k] or LABELS_VERSION) if has_labels else None,
-            vis_vec[k] if has_labels else None, *pl, None, None))
-        out_captions.extend([(pid, rk, t, sc) for rk, t, sc in captions])
+    places = [(st["gps_lat"], st["gps_lon"], st.get("place"), st["places_version"]) if "places_version" in st
+              else no_place for st in sts]
+    at_s = date(at)
+    photos = list(zip(
+        pids, paths, map(os.path.dirname, paths), [st["size"] for st in sts], [st["mtime_ns"] for st in sts],
+        [st["content_hash"] for st in sts], [st["width"] for st in sts], [st["height"] for st in sts],
+        [None if st["taken_at"] is None else date(st["taken_at"]) for st in sts], first, [version] * n,
+        [None] * n, [at_s] * n, cap_vec, img_vec, labels, lab_vec, labels_version, vis_vec,
+        *zip(*places) if n else ([],) * 4, [None] * n, [None] * n))
+
+    # the terms (packed, one row a photo with any) and the BM25 documents, a photo at a time
+    term_rows, document_terms_of = writes.term_rows, writes.document_terms_of
+    cap_off_l, tag_off_l, kw_off_l, reg_off_l = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
+    terms_out, documents = [], []
+    for pid, k, h, pl in zip(pids, pos, has_labels, places):
+        a, b = tag_off_l[k], tag_off_l[k + 1]
+        region = ()
+        if h:
+            ra, rb = reg_off_l[k], reg_off_l[k + 1]
+            region = zip(reg_text[ra:rb], reg_score[ra:rb])
+        terms = term_rows(zip(tag_text[a:b], tag_score[a:b]), kws[kw_off_l[k]:kw_off_l[k + 1]], region)
         if terms:
-            out_terms.append((pid, pack_terms(terms, scores_are_floats=True)))
-        if cells[k] is not None:
-            out_cells.append((pid, cells[k]))
-        documents.append((pid, document_terms(document(pid, captions, terms, place)[1])))
-    return out
+            terms_out.append((pid, pack_terms(terms, scores_are_floats=True)))
+        documents.append((pid, document_terms_of(
+            cap_text[cap_off_l[k]:cap_off_l[k + 1]], [t for kind, t, _ in terms if kind == "keyword"],
+            [t for kind, t, _ in terms if kind != "keyword"], pl[2])))
+    out_cells = [(pid, c) for pid, c in zip(pids, cells) if c is not None]
+    return BulkRows(photos, captions, terms_out, out_cells, documents)
 
 
 WAL_RESTART_FRAMES = 65536   # WAL pages (4 KiB) past which a bulk transaction waits for the checkpointer first

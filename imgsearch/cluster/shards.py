@@ -122,7 +122,11 @@ def vector_matrix(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def vector_bytes(col: pa.Array) -> list[bytes | None]:
     """A ``fixed_size_list<float32>[384]`` column as packed little-endian float32 bytes (None where null)."""
     vals, valid = vector_matrix(col)
-    return [vals[i].tobytes() if valid[i] else None for i in range(len(vals))]
+    out = np.ascontiguousarray(vals).view(f"V{DIM * 4}").ravel().tolist()   # one bytes object a row, made in C
+    if not valid.all():
+        for i in np.flatnonzero(~valid).tolist():
+            out[i] = None
+    return out
 
 
 def sample_vectors(run_dir: str | os.PathLike, need: dict[str, int], version: str) -> dict[str, np.ndarray]:

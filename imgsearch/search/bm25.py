@@ -20,8 +20,8 @@ photo write transaction.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import sqlite3
 from typing import Any, Iterable, Sequence
 
@@ -122,6 +122,14 @@ def ensure_fts(conn, table: str = TABLE) -> None:
 def document_terms(text: str) -> str:
     """What is stored for one document: the space-joined search terms."""
     return " ".join(search_terms(text or ""))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def piece_terms(text: str) -> str:
+    """document_terms of one piece of a document (a caption, a keyword, a tag, a place), remembered: a
+    library's keywords, tags and places repeat from photo to photo (the bulk ingest's documents: see
+    store/writes.document_terms_of)."""
+    return " ".join(search_terms(text))
 
 
 def upsert_documents(conn, docs: Iterable[tuple[int, str]], table: str = TABLE) -> int:

@@ -106,6 +106,26 @@ def doc_text(captions: Sequence[str], keywords: Sequence[str], tags: Sequence[st
     return " . ".join([*captions, " ".join(keywords), " ".join(tags), *([place] if place else [])])
 
 
+def document_terms_of(captions: Iterable[str], keywords: Iterable[str], tags: Iterable[str],
+                      place: str | None = None) -> str:
+    """bm25.document_terms(doc_text(captions, keywords, tags, place)), the stored BM25 document of a photo,
+    made in pieces: the captions joined (most are a photo's own), each keyword, tag and place on its own
+    (bm25.piece_terms: normalised once a process, as they repeat from photo to photo). The same terms as from
+    the whole text, since the pieces are joined by spaces and full stops, which no term spans and which change
+    no neighbour's normalisation (tests/test_bm25.py checks it)."""
+    pt = bm25.piece_terms
+    out = [bm25.document_terms(" . ".join(captions))]
+    if not out[0]:
+        out.pop()
+    out.extend(t for t in map(pt, keywords) if t)
+    out.extend(t for t in map(pt, tags) if t)
+    if place:
+        t = pt(place)
+        if t:
+            out.append(t)
+    return " ".join(out)
+
+
 def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow], place: str | None = None) -> Document:
     return photo_id, doc_text([t for _, t, _ in captions], [t for k, t, _ in tags if k == "keyword"],
                               [t for k, t, _ in tags if k != "keyword"], place)
@@ -212,15 +232,19 @@ def term_rows(tags: Iterable[tuple[str, float]], keywords: Iterable[str],
               region_tags: Iterable[tuple[str, float]]) -> list[TagRow]:
     """The tag rows (kind, term, score) of description_rows, from its three lists (bulk writers call it on
     columns read from Parquet shards without building a Description)."""
-    terms: dict[tuple[str, str], float] = {}
+    best: dict[str, float] = {}   # a tag's highest score; a keyword or region term's first
     for term, sc in tags:
-        k = ("tag", term)
-        terms[k] = max(float(sc), terms.get(k, float("-inf")))
-    for term in keywords:
-        terms.setdefault(("keyword", term), 1.0)
+        sc = float(sc)
+        old = best.get(term)
+        best[term] = sc if old is None or not old > sc else old
+    out = [("tag", t, sc) for t, sc in best.items()]
+    out.extend(("keyword", t, 1.0) for t in dict.fromkeys(keywords))
+    seen: dict[str, float] = {}
     for term, sc in region_tags:
-        terms.setdefault(("region", term), float(sc))
-    return [(k, t, sc) for (k, t), sc in terms.items()]
+        if term not in seen:
+            seen[term] = float(sc)
+    out.extend(("region", t, sc) for t, sc in seen.items())
+    return out
 
 
 def write_description(s, photo_id: int, d: Description, version: str | None, at: datetime) -> Document:
