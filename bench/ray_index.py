@@ -57,7 +57,8 @@ def make_shards(n: int, work: Path, chunk: int = 10_000) -> Path:
     """``n`` small distinct files on disk and a run folder whose shards hold ``n`` described rows for them, the sizes
     of a real row: 3 captions, 6 tags, 6 keywords, 2 region tags, 4 distinct random 384-d vectors, 40 B of labels
     and 12.6 KB of cells (drawn from a pool of CELLS_POOL blobs so the shards of 1M rows fit on disk: ~7 GB instead
-    of ~19 GB; the library stores each row's own 12.6 KB all the same). Made column by column, ``chunk`` rows a
+    of ~19 GB; the library stores each row's own 12.6 KB all the same), and the packed terms and document a worker
+    writes beside them (store/writes.derived_rows). Made column by column, ``chunk`` rows a
     shard file (not timed). Returns the run folder."""
     import numpy as np
     import pyarrow as pa
@@ -65,6 +66,7 @@ def make_shards(n: int, work: Path, chunk: int = 10_000) -> Path:
 
     from imgsearch.cluster import plan as cplan, shards
     from imgsearch.model.labels import LABELS_VERSION
+    from imgsearch.store import writes
 
     rng = np.random.default_rng(0)
     pics, run = work / "ingest-pics", work / "ingest-run"
@@ -103,6 +105,11 @@ def make_shards(n: int, work: Path, chunk: int = 10_000) -> Path:
                 "cells": [pool[j] for j in rng.integers(0, CELLS_POOL, m)], "labels": [rng.bytes(40)] * m,
                 "label_embedding": vectors(), "region_tags": [row[:2] for row in tags],
                 "visual_embedding": vectors(), "labels_version": [LABELS_VERSION] * m}   # current: no re-labelling planned
+        made = [writes.derived_rows([c["text"] for c in cap], [(t["text"], t["score"]) for t in tag],
+                                    [t["text"] for t in tag], [(t["text"], t["score"]) for t in tag[:2]])
+                for cap, tag in zip(caps, tags)]   # what the workers make beside each description
+        cols.update(terms=[t for t, _ in made], document=[d for _, d in made],
+                    derived_version=[writes.DERIVED_VERSION] * m)
         table = pa.table({f.name: pa.array(cols[f.name], type=f.type) if not isinstance(cols[f.name], pa.Array)
                           else cols[f.name] for f in shards.SHARD_SCHEMA}, schema=shards.SHARD_SCHEMA)
         pq.write_table(table, run / "shards" / "a" / f"{k:08d}.parquet", use_dictionary=["cells", "labels"],

@@ -29,6 +29,7 @@ from imgsearch import Library                       # noqa: E402
 from imgsearch.cli import app                       # noqa: E402
 from imgsearch.cluster import run as cluster_run  # noqa: E402
 from imgsearch.cluster import shards              # noqa: E402
+from imgsearch.store import writes                # noqa: E402
 from libtools import ROOT, alarm, make_set, rows, tiny_captioner  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -135,6 +136,10 @@ def test_ray_index_equals_the_plain_index(setup, ray_run):
     for name in ("caption_embedding", "image_embedding", "label_embedding", "visual_embedding"):
         assert schema.field(name).type == shards.VECTOR
     assert schema.field("cells").type == schema.field("labels").type == shards.SHARD_SCHEMA.field("cells").type
+    # the workers made each described photo's terms and document (the ingest's bulk path uses them)
+    table = pq.read_table(files, columns=["error", "terms", "document", "derived_version"]).to_pylist()
+    assert [r["derived_version"] for r in table if r["error"] is None] == [writes.DERIVED_VERSION] * 9
+    assert all(r["terms"] and r["document"] for r in table if r["error"] is None)
     # the search caches were brought up to date: a query finds the photos
     with Library(db, model=ckpt, device="cpu") as lib:
         assert lib.query("red circle", k=3, mode="dense")

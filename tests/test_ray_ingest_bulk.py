@@ -44,10 +44,13 @@ def _timeout():
         yield
 
 
-def make_run(base: Path, n: int, per_file: int = 400, unlabelled: int = 0) -> Path:
+def make_run(base: Path, n: int, per_file: int = 400, unlabelled: int = 0, derived: str | None = writes.DERIVED_VERSION,
+             words: list[str] = WORDS, gps_every: int = 0) -> Path:
     """``n`` small distinct files (not decoded by the ingest: only stat'ed) and a run folder whose shards hold a
-    described row for each (every ``unlabelled``-th without labels: as from a model without them); returns the
-    run folder."""
+    described row for each (every ``unlabelled``-th without labels: as from a model without them; every
+    ``gps_every``-th with a GPS position, so a place), with the terms and document a worker makes
+    (writes.derived_rows) marked ``derived`` (None: left null, as in shards of older runs); returns the run
+    folder."""
     rng = np.random.default_rng(0)
     pics, run = base / "pics", base / "run"
     (run / "shards" / "a").mkdir(parents=True)
@@ -60,12 +63,13 @@ def make_run(base: Path, n: int, per_file: int = 400, unlabelled: int = 0) -> Pa
             p.write_bytes(b"\xff\xd8" + i.to_bytes(8, "little") * 4)
             st = p.stat()
             has_labels = not unlabelled or i % unlabelled != 0
-            tags = [{"text": WORDS[(i + t) % len(WORDS)], "score": float(rng.random())} for t in range(4)]
+            tags = [{"text": words[(i + t) % len(words)], "score": float(rng.random())} for t in range(4)]
+            gps = [48.8566 + (i % 7) * 1e-4, 2.3522] if gps_every and i % gps_every == 0 else None
             row = {"path": str(p), "reason": "new", "photo_id": None, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                    "model_version": VERSION, "content_hash": f"{i:064x}", "error": None,
                    "info": json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "content_hash": f"{i:064x}",
-                                       "width": 40, "height": 30, "taken_at": None, "gps": None}),
-                   "captions": [{"text": " ".join(rng.choice(WORDS, 5)), "score": -float(c) - float(rng.random())}
+                                       "width": 40, "height": 30, "taken_at": None, "gps": gps}),
+                   "captions": [{"text": " ".join(rng.choice(words, 5)), "score": -float(c) - float(rng.random())}
                                 for c in range(3)],
                    "tags": tags + tags[:1], "keywords": [t["text"] for t in tags[1:]],
                    "cells": rng.bytes(2000), "labels": rng.bytes(40) if has_labels else None,
@@ -74,6 +78,11 @@ def make_run(base: Path, n: int, per_file: int = 400, unlabelled: int = 0) -> Pa
             for name in shards.VECTOR_COLUMNS:
                 row[name] = (rng.standard_normal(shards.DIM).astype(np.float32).tolist()
                              if has_labels or name in ("caption_embedding", "image_embedding") else None)
+            terms, document = writes.derived_rows(
+                [c["text"] for c in row["captions"]], [(t["text"], t["score"]) for t in row["tags"]],
+                row["keywords"], [(t["text"], t["score"]) for t in row["region_tags"] or ()])
+            row.update(terms=terms if derived else None, document=document if derived else None,
+                       derived_version=derived)
             for name, v in row.items():
                 cols[name].append(v)
         pq.write_table(pa.table(cols, schema=shards.SHARD_SCHEMA), run / "shards" / "a" / f"{k:06d}.parquet")
@@ -108,6 +117,56 @@ def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
     assert got == cbulk.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
     assert [r[0] for r in got.photos] == [1, 2, 3] and got.photos[1][15] is None and got.photos[0][15] is not None
     assert len(got.captions) == 9 and [r[0] for r in got.terms] == [1, 2, 3]
+
+
+NASTY = ["Café", "don't", "O\u2019Brien", "straße", "ＦＵＬＬ", "e\u0301te\u0301", "the", "dogs!", "ﬁsh", "日本",
+         "new-york", "2024", "Zürich"]
+
+
+def test_terms_made_by_the_workers_give_the_library_the_ingest_makes(tmp_path):
+    """Shards whose rows carry the workers' packed terms and documents (writes.derived_rows) give the library that
+    shards without them (an older run's: the ingest makes them) give: the same terms, tags and BM25 documents,
+    places included (appended by the ingest); rows of another derived_version are made again, and so are rows
+    that claim the current version but hold something else (checked on a batch's first row: a warning)."""
+    words = WORDS + NASTY
+    kw = dict(unlabelled=4, words=words, gps_every=5)
+    dumps = {}
+    for name, derived in (("made", writes.DERIVED_VERSION), ("older", None), ("other", "0+old-normalizer")):
+        run = make_run(tmp_path / name, 300, per_file=100, derived=derived, **kw)
+        if derived == "0+old-normalizer":        # what an older worker made: not to be used
+            for f in shards.shard_files(run):
+                t = pq.read_table(f)
+                t = t.set_column(t.schema.get_field_index("document"), "document",
+                                 pa.array(["stale"] * len(t), pa.string()))
+                pq.write_table(t, f)
+        db = tmp_path / name / "lib" / "library.db"
+        with Library(db) as lib:
+            assert lib.ingest(run).added == 300
+        d = dump(db)
+        d["photos"] = [r[:1] + r[3:4] + r[5:] for r in d["photos"]]     # not their paths, folders, mtimes
+        dumps[name] = d
+    assert dumps["made"]["photos"] and dumps["made"] == dumps["older"] == dumps["other"]
+    fts = dict(dumps["made"]["fts"])
+    assert sum("pari" in d.split() for d in fts.values()) == 60          # the places' terms are in (stemmed)
+    assert any("cafe" in d.split() for d in fts.values()) and len(dumps["made"]["terms"]) == 300
+
+
+def test_worker_made_rows_that_do_not_match_this_code_are_made_again(tmp_path, caplog):
+    """Rows that say the current derived_version but hold other terms (a worker with other code under the same
+    version): the batch's first one is checked, found to differ, and the batch is made here, with a warning."""
+    run = make_run(tmp_path, 40, per_file=40, gps_every=3)
+    batch = next(shards.iter_batches(run, 100))
+    paths = batch.column("path").to_pylist()
+    infos = [json.loads(i) for i in batch.column("info").to_pylist()]
+    at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db")._writable_store().engine.dialect
+    want = cbulk.bulk_rows(batch, paths, infos, VERSION, at, dialect)
+    assert cbulk.bulk_rows(batch, paths, infos, VERSION, at, dialect) == want
+    i = batch.schema.get_field_index("terms")
+    spoiled = batch.set_column(i, "terms", pa.array(['[["tag","wrong",1.0]]'] * len(batch), pa.string()))
+    with caplog.at_level("WARNING", logger="imgsearch.cluster.bulk"):
+        assert cbulk.bulk_rows(spoiled, paths, infos, VERSION, at, dialect) == want
+    assert "differ from what this imgsearch makes" in caplog.text
+    assert any("pari" in d for _, d in want.documents) and len(want.terms) == 40
 
 
 def test_bulk_writer_commits_on_its_thread_and_restores_the_connection(tmp_path):

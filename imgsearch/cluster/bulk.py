@@ -56,7 +56,9 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     batch row of each photo (default: every row, in order; read in place, not copied out by a take).
 
     Column by column where it can be (the captions' rows, the vectors, the photos' tuples zipped from
-    columns); the terms and the BM25 document a photo at a time (store/writes.term_rows, document_terms_of)."""
+    columns); the packed terms and the BM25 document as the worker made them (writes.derived_rows) when its rows
+    say DERIVED_VERSION and the batch's first such row equals what this code makes of it, else a photo at a time
+    here (store/writes.term_rows, document_terms_of); the place's terms appended here (writes.place_terms)."""
     from imgsearch.model.labels import LABELS_VERSION
     from imgsearch.store.models import Photo, pack_terms
 
@@ -109,22 +111,38 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
         [None] * n, [at_s] * n, cap_vec, img_vec, labels, lab_vec, labels_version, vis_vec,
         *zip(*places) if n else ([],) * 4, [None] * n, [None] * n))
 
-    # the terms (packed, one row a photo with any) and the BM25 documents, a photo at a time
-    term_rows, document_terms_of = writes.term_rows, writes.document_terms_of
+    # the terms (packed, one row a photo with any) and the BM25 documents: as the worker made them where its
+    # row says it made them as this code would (writes.DERIVED_VERSION), else a photo at a time here
+    term_rows, document_terms_of, place_terms = writes.term_rows, writes.document_terms_of, writes.place_terms
     cap_off_l, tag_off_l, kw_off_l, reg_off_l = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
+    made = [None] * n
+    if "derived_version" in batch.schema.names:
+        made = [(t, d) if v == writes.DERIVED_VERSION else None for t, d, v in zip(
+            pick(col("terms").to_pylist()), pick(col("document").to_pylist()), pick(col("derived_version").to_pylist()))]
+    trusted = None   # whether the batch's worker-made rows are this code's (checked on the first of them)
     terms_out, documents = [], []
-    for pid, k, h, pl in zip(pids, pos, has_labels, places):
-        a, b = tag_off_l[k], tag_off_l[k + 1]
-        region = ()
-        if h:
-            ra, rb = reg_off_l[k], reg_off_l[k + 1]
-            region = zip(reg_text[ra:rb], reg_score[ra:rb])
-        terms = term_rows(zip(tag_text[a:b], tag_score[a:b]), kws[kw_off_l[k]:kw_off_l[k + 1]], region)
-        if terms:
-            terms_out.append((pid, pack_terms(terms, scores_are_floats=True)))
-        documents.append((pid, document_terms_of(
-            cap_text[cap_off_l[k]:cap_off_l[k + 1]], [t for kind, t, _ in terms if kind == "keyword"],
-            [t for kind, t, _ in terms if kind != "keyword"], pl[2])))
+    for pid, k, h, pl, m in zip(pids, pos, has_labels, places, made):
+        if m is not None and trusted:
+            packed, doc = m
+        else:
+            a, b = tag_off_l[k], tag_off_l[k + 1]
+            region = ()
+            if h:
+                ra, rb = reg_off_l[k], reg_off_l[k + 1]
+                region = zip(reg_text[ra:rb], reg_score[ra:rb])
+            terms = term_rows(zip(tag_text[a:b], tag_score[a:b]), kws[kw_off_l[k]:kw_off_l[k + 1]], region)
+            packed = pack_terms(terms, scores_are_floats=True) if terms else None
+            doc = document_terms_of(cap_text[cap_off_l[k]:cap_off_l[k + 1]],
+                                    [t for kind, t, _ in terms if kind == "keyword"],
+                                    [t for kind, t, _ in terms if kind != "keyword"])
+            if m is not None and trusted is None:
+                trusted = m == (packed, doc)
+                if not trusted:
+                    log.warning("shard rows' terms and documents differ from what this imgsearch makes of them "
+                                "(derived_version %s): made here instead", writes.DERIVED_VERSION)
+        if packed is not None:
+            terms_out.append((pid, packed))
+        documents.append((pid, place_terms(doc, pl[2])))
     out_cells = [(pid, c) for pid, c in zip(pids, cells) if c is not None]
     return BulkRows(photos, captions, terms_out, out_cells, documents)
 

@@ -57,6 +57,11 @@ SHARD_SCHEMA = pa.schema([
     ("region_tags", SCORED),
     ("visual_embedding", VECTOR),
     ("labels_version", pa.string()),
+    # made by the worker so that the ingest need not (store/writes.derived_rows), used only where
+    # derived_version is store/writes.DERIVED_VERSION (shards of older runs lack all three: the ingest makes them)
+    ("terms", pa.string()),             # the packed tag/keyword/region terms (photo_terms.terms); null: none
+    ("document", pa.string()),          # the BM25 document's terms, the place left out
+    ("derived_version", pa.string()),
 ])
 
 KEY_COLUMNS = ["path", "size", "mtime_ns", "model_version", "content_hash", "error"]
@@ -214,14 +219,19 @@ def _scored(pairs) -> list[dict]:
 def described_row(base: dict, info: dict, d, caption_vec, labels_version: str) -> dict:
     """A shard row for a photo the captioner described (``d``: model/captioner.Description)."""
     has_labels = getattr(d, "labels", None) is not None
+    captions, tags, keywords = _scored(d.captions), _scored(d.tags), [str(k) for k in d.keywords]
+    region = _scored(d.region_tags) if has_labels else []
+    terms, document = writes.derived_rows([c["text"] for c in captions], [(t["text"], t["score"]) for t in tags],
+                                          keywords, [(t["text"], t["score"]) for t in region])
     return {**base, "content_hash": info["content_hash"], "error": None, "info": json.dumps(info),
-            "captions": _scored(d.captions), "tags": _scored(d.tags), "keywords": [str(k) for k in d.keywords],
+            "captions": captions, "tags": tags, "keywords": keywords,
             "caption_embedding": _vec(caption_vec), "image_embedding": _vec(getattr(d, "image_embedding", None)),
             "cells": getattr(d, "cells", None), "labels": d.labels if has_labels else None,
             "label_embedding": _vec(d.label_embedding) if has_labels else None,
-            "region_tags": _scored(d.region_tags) if has_labels else [],
+            "region_tags": region,
             "visual_embedding": _vec(getattr(d, "visual_embedding", None)) if has_labels else None,
-            "labels_version": labels_version if has_labels else None}
+            "labels_version": labels_version if has_labels else None,
+            "terms": terms, "document": document, "derived_version": writes.DERIVED_VERSION}
 
 
 def failed_row(base: dict, error: str, info: dict | None = None) -> dict:
@@ -230,7 +240,8 @@ def failed_row(base: dict, error: str, info: dict | None = None) -> dict:
     return {**base, "content_hash": info.get("content_hash"), "error": error,
             "info": json.dumps(info) if info else None, "captions": [], "tags": [], "keywords": [],
             "caption_embedding": None, "image_embedding": None, "cells": None, "labels": None,
-            "label_embedding": None, "region_tags": [], "visual_embedding": None, "labels_version": None}
+            "label_embedding": None, "region_tags": [], "visual_embedding": None, "labels_version": None,
+            "terms": None, "document": None, "derived_version": None}
 
 
 def to_table(rows: list[dict]) -> pa.Table:

@@ -17,6 +17,7 @@ from imgsearch import places
 from imgsearch.search import bm25
 from imgsearch.store.models import (TAG_KINDS, Caption, IndexRun, Photo, PhotoCells, PhotoTerms, pack_terms,
                                     pack_vector, unpack_terms)
+from imgsearch.text.normalize import NORMALIZER_VERSION
 
 if TYPE_CHECKING:  # pragma: no cover
     from imgsearch.indexer.report import IndexReport
@@ -24,6 +25,13 @@ if TYPE_CHECKING:  # pragma: no cover
 CaptionRow = tuple[int, str, float]   # (rank, text, score)
 TagRow = tuple[str, str, float]       # (kind 'tag' | 'region' | 'keyword', term, score)
 Document = tuple[int, str]            # (photo id, BM25 document text)
+
+#: What a shard row made by a Ray worker holds of its photo's derived rows (derived_rows: the packed terms and the
+#: BM25 document without the place), so that the one ingest on the library's machine need not make them; the
+#: ingest takes them only from rows of this version (cluster/bulk.bulk_rows), else makes them itself. Bump the
+#: leading number when term_rows, pack_terms or document_terms_of change what they make (the normalizer's own
+#: version is part of it).
+DERIVED_VERSION = f"1+{NORMALIZER_VERSION}"
 
 
 @dataclass
@@ -124,6 +132,23 @@ def document_terms_of(captions: Iterable[str], keywords: Iterable[str], tags: It
         if t:
             out.append(t)
     return " ".join(out)
+
+
+def derived_rows(captions: Sequence[str], tags: Iterable[tuple[str, float]], keywords: Iterable[str],
+                 region_tags: Iterable[tuple[str, float]]) -> tuple[str | None, str]:
+    """(the photo's packed terms, None when it has none; its BM25 document's terms without the place): what a
+    Ray worker stores beside a description (DERIVED_VERSION), from the values its shard row holds. The place
+    is the library machine's to look up; place_terms appends it to the document."""
+    terms = term_rows(tags, keywords, region_tags)
+    document = document_terms_of(captions, [t for kind, t, _ in terms if kind == "keyword"],
+                                 [t for kind, t, _ in terms if kind != "keyword"])
+    return (pack_terms(terms, scores_are_floats=True) if terms else None), document
+
+
+def place_terms(document: str, place: str | None) -> str:
+    """A document's terms made without the place (derived_rows), with it: what document_terms_of makes with it."""
+    t = bm25.piece_terms(place) if place else ""
+    return f"{document} {t}" if document and t else document or t
 
 
 def _document(photo_id: int, captions: Sequence[CaptionRow], tags: Sequence[TagRow], place: str | None = None) -> Document:
