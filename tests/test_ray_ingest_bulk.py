@@ -119,6 +119,45 @@ def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
     assert len(got.captions) == 9 and [r[0] for r in got.terms] == [1, 2, 3]
 
 
+def test_views_of_the_columns_hold_what_their_python_values_hold():
+    """vector_views / binary_views (what the bulk inserts bind) hold the bytes that vector_bytes / to_pylist make,
+    None where null, on sliced, chunked, dictionary-encoded and large_binary columns too; and SQLite stores a view
+    as the BLOB of those bytes."""
+    rng = np.random.default_rng(1)
+    vecs = pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(7 * 384, dtype=np.float32)), 384)
+    vecs = pa.array(vecs.to_pylist()[:3] + [None] + vecs.to_pylist()[4:], type=vecs.type)
+    for col in (vecs, vecs.slice(2, 4)):
+        views = shards.vector_views(col)
+        assert [None if v is None else bytes(v) for v in views] == shards.vector_bytes(col)
+        assert sum(v is None for v in views) == 1
+    blobs = [rng.bytes(int(k)) for k in rng.integers(0, 50, 9)]
+    blobs[4] = None
+    for col in (pa.array(blobs, pa.binary()), pa.array(blobs, pa.binary()).slice(3, 5),
+                pa.array(blobs, pa.large_binary()), pa.array(blobs, pa.binary()).dictionary_encode(),
+                pa.chunked_array([pa.array(blobs[:4], pa.binary()), pa.array(blobs[4:], pa.binary())])):
+        views = shards.binary_views(col)
+        assert [None if v is None else bytes(v) for v in views] == col.to_pylist()
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (b BLOB)")
+    con.executemany("INSERT INTO t VALUES (?)", [(v,) for v in shards.vector_views(vecs)])
+    assert [r[0] for r in con.execute("SELECT b FROM t")] == shards.vector_bytes(vecs)
+
+
+def test_decode_infos_as_one_array_or_row_by_row():
+    """A batch's decode infos decoded as one JSON array give what decoding each gives ({} where empty), also when
+    a row would spill into the array (decoded one by one then); a row that is not JSON still fails."""
+    from imgsearch.cluster.ingest import _decode_infos
+
+    good = ['{"size": 3, "gps": null}', None, '{"a": [1, 2]}', ""]
+    assert _decode_infos(good) == [{"size": 3, "gps": None}, {}, {"a": [1, 2]}, {}]
+    sneaky = ['{"size": 1}, {"size": 2}', '{"size": 3}']   # one row, two objects: not one array element each
+    with pytest.raises(ValueError):
+        _decode_infos(sneaky)
+    assert _decode_infos(['{"x": 1}', "5"]) == [{"x": 1}, 5]   # row by row, as before: the caller's checks judge
+    with pytest.raises(ValueError):
+        _decode_infos(['{"size": 1}', "{broken"])
+
+
 NASTY = ["Café", "don't", "O\u2019Brien", "straße", "ＦＵＬＬ", "e\u0301te\u0301", "the", "dogs!", "ﬁsh", "日本",
          "new-york", "2024", "Zürich"]
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from imgsearch import paths
 from imgsearch.store.writes import set_terms
 from imgsearch.store import Caption, Photo, StoreError, Tag, bump_revision, get_revision, open_store
-from imgsearch.store.db import alembic_config, head_revision
+from imgsearch.store.db import PAGE_SIZE, alembic_config, head_revision
 from imgsearch.store.models import pack_vector, unpack_vector
 
 
@@ -32,7 +32,34 @@ def test_new_library_settings(tmp_path):
             assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
             assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+            assert c.exec_driver_sql("PRAGMA page_size").scalar() == PAGE_SIZE == 65536
         assert store.revision() >= 1
+    finally:
+        store.close()
+
+
+def test_a_library_with_4_kib_pages_keeps_them_and_works(tmp_path):
+    """A library made before the 64 KiB pages (SQLite's default 4 KiB) opens, takes writes and reads, and keeps
+    its page size: only new libraries get PAGE_SIZE."""
+    from imgsearch.store.db import make_engine, migrate
+
+    db = tmp_path / "library.db"
+    raw = sqlite3.connect(db)
+    raw.execute("PRAGMA page_size = 4096")
+    raw.execute("PRAGMA journal_mode = WAL")
+    raw.close()
+    engine = make_engine(db)
+    migrate(engine, "head")
+    engine.dispose()
+    store = open_store(db)
+    try:
+        vec = np.arange(384, dtype=np.float32).tobytes()
+        with store.write() as s:
+            s.add(_photo(caption="a dog", caption_embedding=vec, content_hash="h"))
+        with store.session() as s:
+            assert s.execute(select(Photo.caption_embedding)).scalar() == vec
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA page_size").scalar() == 4096
     finally:
         store.close()
 

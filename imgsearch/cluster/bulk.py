@@ -51,9 +51,10 @@ class BulkRows:
 def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect,
               rows: Sequence[int] | None = None) -> BulkRows:
     """The rows upsert_photo + write_description (store/writes.py) would write for described shard rows of new
-    photos, made from the batch's columns (shards.flat_lists / vector_bytes) instead of one Description each;
-    dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores them. ``rows``: the
-    batch row of each photo (default: every row, in order; read in place, not copied out by a take).
+    photos, made from the batch's columns (shards.flat_lists / vector_views / binary_views) instead of one
+    Description each; dates through SQLAlchemy's own DateTime processor so they are stored as the ORM stores
+    them. ``rows``: the batch row of each photo (default: every row, in order; read in place, not copied out by a
+    take).
 
     Column by column where it can be (the captions' rows, the vectors, the photos' tuples zipped from
     columns); the packed terms and the BM25 document as the worker made them (writes.derived_rows) when its rows
@@ -68,9 +69,6 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     pos = list(range(n)) if rows is None else [int(k) for k in rows]
     pids = range(1, n + 1)
     cap_off, (cap_text, cap_score) = shards.flat_lists(col("captions"))
-    tag_off, (tag_text, tag_score) = shards.flat_lists(col("tags"))
-    kw_off, kws = shards.flat_lists(col("keywords"))
-    reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
     cap_score = [float(v) for v in cap_score]
 
     def pick(values: list) -> list:
@@ -89,8 +87,9 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     captions = list(zip(np.repeat(np.arange(1, n + 1), lengths).tolist(), rank.tolist(), c_text, c_score))
     first = [cap_text[a] if b > a else "" for a, b in zip(starts.tolist(), ends.tolist())]
 
-    cap_vec, img_vec, lab_vec, vis_vec = (pick(shards.vector_bytes(col(k))) for k in shards.VECTOR_COLUMNS)
-    cells, labels = pick(col("cells").to_pylist()), pick(col("labels").to_pylist())
+    # the vectors and cells as views into the batch's buffers (SQLite copies each once, as it binds it)
+    cap_vec, img_vec, lab_vec, vis_vec = (pick(shards.vector_views(col(k))) for k in shards.VECTOR_COLUMNS)
+    cells, labels = pick(shards.binary_views(col("cells"))), pick(col("labels").to_pylist())
     labels_version = pick(col("labels_version").to_pylist())
     has_labels = [v is not None for v in labels]
     lab_vec = [v if h else None for v, h in zip(lab_vec, has_labels)]
@@ -114,7 +113,19 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     # the terms (packed, one row a photo with any) and the BM25 documents: as the worker made them where its
     # row says it made them as this code would (writes.DERIVED_VERSION), else a photo at a time here
     term_rows, document_terms_of, place_terms = writes.term_rows, writes.document_terms_of, writes.place_terms
-    cap_off_l, tag_off_l, kw_off_l, reg_off_l = cap_off.tolist(), tag_off.tolist(), kw_off.tolist(), reg_off.tolist()
+    cap_off_l = cap_off.tolist()
+    lists = None   # the tags', keywords' and region tags' flat lists: read from the batch once a row needs them
+
+    def tag_lists():
+        nonlocal lists
+        if lists is None:
+            tag_off, (tag_text, tag_score) = shards.flat_lists(col("tags"))
+            kw_off, kws = shards.flat_lists(col("keywords"))
+            reg_off, (reg_text, reg_score) = shards.flat_lists(col("region_tags"))
+            lists = (tag_off.tolist(), tag_text, tag_score, kw_off.tolist(), kws, reg_off.tolist(), reg_text,
+                     reg_score)
+        return lists
+
     made = [None] * n
     if "derived_version" in batch.schema.names:
         made = [(t, d) if v == writes.DERIVED_VERSION else None for t, d, v in zip(
@@ -125,6 +136,7 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
         if m is not None and trusted:
             packed, doc = m
         else:
+            tag_off_l, tag_text, tag_score, kw_off_l, kws, reg_off_l, reg_text, reg_score = tag_lists()
             a, b = tag_off_l[k], tag_off_l[k + 1]
             region = ()
             if h:
@@ -147,7 +159,7 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     return BulkRows(photos, captions, terms_out, out_cells, documents)
 
 
-WAL_RESTART_FRAMES = 65536   # WAL pages (4 KiB) past which a bulk transaction waits for the checkpointer first
+WAL_RESTART_BYTES = 256 << 20   # WAL length past which a bulk transaction waits for the checkpointer first
 
 
 class BulkWriter:
@@ -167,6 +179,7 @@ class BulkWriter:
             self.cursor = cur = self.conn.connection.driver_connection.cursor()
             self.conn.detach()
             cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+            self.page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])   # 64 KiB; older libraries 4
             cur.execute("PRAGMA wal_autocheckpoint = 0")   # the checkpointer copies the WAL back
             # no foreign-key lookups: each child row (captions, tags, cells) names a photo inserted just before
             # it in the same transaction (ids base + 1..n), which the check would look up in the photos table
@@ -198,9 +211,9 @@ class BulkWriter:
 
     def begin(self):
         """A new transaction (BEGIN IMMEDIATE) once the previous one is committed; the WAL copied back first
-        when it has grown past WAL_RESTART_FRAMES (this transaction then writes it from its start)."""
+        when it has grown past WAL_RESTART_BYTES (this transaction then writes it from its start)."""
         self.wait()
-        if self.checkpointer.wal_frames > WAL_RESTART_FRAMES:
+        if self.checkpointer.wal_frames * self.page_size > WAL_RESTART_BYTES:
             self.checkpointer.settle()
         return self.conn.begin()
 
@@ -252,7 +265,7 @@ class Checkpointer:
     SQLite's own (a crash during it is recovered from the WAL), and a reader still sees whole transactions.
 
     SQLite writes the WAL from its start again only when a transaction begins with the whole WAL copied back;
-    the writer calls settle() before its next transaction once the WAL holds more than WAL_RESTART_FRAMES pages
+    the writer calls settle() before its next transaction once the WAL holds more than WAL_RESTART_BYTES
     (wal_frames: its length at the last checkpoint), so it stays a few transactions long."""
 
     def __init__(self, store):
