@@ -246,8 +246,7 @@ def test_disk_full_on_a_small_tmpfs(tmp_path, tiny_model):
         make_photo(pics / f"p{i:02d}.jpg", kind=KINDS[i % len(KINDS)], size=(96, 72))
     small = tmp_path / "small"
     small.mkdir()
-    # room for a new library (~2 MB: 64 KiB pages, store/db.PAGE_SIZE) and its WAL, not for 60 photos' rows
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(small)], capture_output=True,
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=640k", "tmpfs", str(small)], capture_output=True,
                        timeout=30)
     if r.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")

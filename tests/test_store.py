@@ -32,20 +32,21 @@ def test_new_library_settings(tmp_path):
             assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
             assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
-            assert c.exec_driver_sql("PRAGMA page_size").scalar() == PAGE_SIZE == 65536
+            assert c.exec_driver_sql("PRAGMA page_size").scalar() == PAGE_SIZE == 4096
         assert store.revision() >= 1
     finally:
         store.close()
 
 
-def test_a_library_with_4_kib_pages_keeps_them_and_works(tmp_path):
-    """A library made before the 64 KiB pages (SQLite's default 4 KiB) opens, takes writes and reads, and keeps
-    its page size: only new libraries get PAGE_SIZE."""
+def test_a_library_with_other_pages_keeps_them_and_works(tmp_path):
+    """A library whose file has another page size than PAGE_SIZE (64 KiB: made by hand, or by a SQLite whose default
+    differs) opens, takes writes (a bulk ingest's too: its WAL limit is in bytes) and reads, and keeps its pages."""
+    from imgsearch.cluster.bulk import BulkWriter
     from imgsearch.store.db import make_engine, migrate
 
     db = tmp_path / "library.db"
     raw = sqlite3.connect(db)
-    raw.execute("PRAGMA page_size = 4096")
+    raw.execute("PRAGMA page_size = 65536")
     raw.execute("PRAGMA journal_mode = WAL")
     raw.close()
     engine = make_engine(db)
@@ -59,7 +60,12 @@ def test_a_library_with_4_kib_pages_keeps_them_and_works(tmp_path):
         with store.session() as s:
             assert s.execute(select(Photo.caption_embedding)).scalar() == vec
         with store.engine.connect() as c:
-            assert c.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+            assert c.exec_driver_sql("PRAGMA page_size").scalar() == 65536 != PAGE_SIZE
+        w = BulkWriter(store)
+        try:
+            assert w.page_size == 65536
+        finally:
+            w.close()
     finally:
         store.close()
 

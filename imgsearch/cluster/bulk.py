@@ -179,7 +179,7 @@ class BulkWriter:
             self.cursor = cur = self.conn.connection.driver_connection.cursor()
             self.conn.detach()
             cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
-            self.page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])   # 64 KiB; older libraries 4
+            self.page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])   # the file's own (store/db.PAGE_SIZE)
             cur.execute("PRAGMA wal_autocheckpoint = 0")   # the checkpointer copies the WAL back
             # no foreign-key lookups: each child row (captions, tags, cells) names a photo inserted just before
             # it in the same transaction (ids base + 1..n), which the check would look up in the photos table

@@ -45,13 +45,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 REVISION_KEY = "revision"
 LIBRARY_ID_KEY = "library_id"    # a random hex id given at creation (migration 0006)
-# The page size of a new library (SQLite's largest; its default is 4 KiB). A photo's record (~6.5 KB: four
-# vectors) and its re-ranking cells (12.6 KB) then fit in a page of their own table instead of a chain of 4 KiB
-# overflow pages, which SQLite allocates, links and writes one by one: a 1M-row ingest's writes took 123 s
-# instead of 162 s, its FAISS builds (a scan of every record) 74 s instead of 89 (bench/README.md, "Ingest
-# rate"). Five cells or ten photo records share a page, so little is wasted. A library made before keeps its
-# page size (SQLite changes it only by a VACUUM outside WAL mode); both work alike.
-PAGE_SIZE = 65536
+# The page size of a new library: SQLite's usual 4 KiB, set explicitly. 64 KiB pages were measured (bench/README.md,
+# "Ingest rate", session 15): a photo's record (~6.5 KB) and its cells (12.6 KB) then fit a page instead of a chain
+# of overflow pages, and a bulk ingest ran 6-15 % faster (100k rows 17.6 s against 20.4-20.6 s; 1M 191-230 s
+# against 226-245 s), but reading the rows of 40 hits copied a 64 KiB page each into SQLite's cache: 5.3-6.1 ms
+# against 2.8-4.4 ms, a cost every query pays. Memory-mapped reads (mmap_size) take that cost away (2.2 ms for
+# both sizes) but turn a read error of the disk into a SIGBUS crash instead of an error message: not done.
+PAGE_SIZE = 4096
 
 
 def make_engine(path: str | os.PathLike, *, read_only: bool = False, immutable: bool = False) -> Engine:
