@@ -46,11 +46,11 @@ BUSY_TIMEOUT_MS = 30_000
 REVISION_KEY = "revision"
 LIBRARY_ID_KEY = "library_id"    # a random hex id given at creation (migration 0006)
 # The page size of a new library: SQLite's usual 4 KiB, set explicitly. 64 KiB pages were measured (bench/README.md,
-# "Ingest rate", session 15): a photo's record (~6.5 KB) and its cells (12.6 KB) then fit a page instead of a chain
-# of overflow pages, and a bulk ingest ran 6-15 % faster (100k rows 17.6 s against 20.4-20.6 s; 1M 191-230 s
-# against 226-245 s), but reading the rows of 40 hits copied a 64 KiB page each into SQLite's cache: 5.3-6.1 ms
-# against 2.8-4.4 ms, a cost every query pays. Memory-mapped reads (mmap_size) take that cost away (2.2 ms for
-# both sizes) but turn a read error of the disk into a SIGBUS crash instead of an error message: not done.
+# "Ingest rate", session 15; bench/page_size.py): a photo's record (~6.5 KB) and its cells (12.6 KB) then fit a page
+# instead of a chain of overflow pages, and some bulk ingests ran faster (1M rows once in 191 s against 226 s), though
+# not steadily; but reading the rows of 40 hits copied a 64 KiB page each into SQLite's cache (5.3-6.7 ms against
+# 2.8-4.4 ms), a cost every query pays. Memory-mapped reads (mmap_size) take that copy away at either size, but turn a
+# read error of the disk into a SIGBUS crash instead of an error message: not done.
 PAGE_SIZE = 4096
 
 
