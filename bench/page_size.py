@@ -80,10 +80,6 @@ def _py(code: str, *args) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
@@ -95,7 +91,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "page_size.txt")
     args = ap.parse_args(argv)
 
-    from ray_index import make_shards
+    from ray_index import du, make_shards
 
     if args.work.exists():
         shutil.rmtree(args.work)

@@ -258,7 +258,6 @@ def test_disk_full_on_a_small_tmpfs(tmp_path, tiny_model):
         with index_lock(db):
             pass
         with Library(db, create=False) as lib:
-            print("photos written before the disk was full:", lib.status()["photos"])
             assert lib.status()["photos"] < 60
     finally:
         subprocess.run(["umount", str(small)], capture_output=True, timeout=30)

@@ -38,20 +38,17 @@ def test_new_library_settings(tmp_path):
         store.close()
 
 
-def test_a_library_with_other_pages_keeps_them_and_works(tmp_path):
-    """A library whose file has another page size than PAGE_SIZE (64 KiB: made by hand, or by a SQLite whose default
-    differs) opens, takes writes (a bulk ingest's too: its WAL limit is in bytes) and reads, and keeps its pages."""
+def test_a_library_with_other_pages_keeps_them_and_works(tmp_path, monkeypatch):
+    """A new library gets store/db.PAGE_SIZE; one made with other pages (64 KiB: PAGE_SIZE set otherwise when it
+    was made) opens with today's PAGE_SIZE, takes writes (a bulk ingest's too: its WAL limit is in bytes) and
+    reads, and keeps its pages."""
     from imgsearch.cluster.bulk import BulkWriter
-    from imgsearch.store.db import make_engine, migrate
+    from imgsearch.store import db as store_db
 
     db = tmp_path / "library.db"
-    raw = sqlite3.connect(db)
-    raw.execute("PRAGMA page_size = 65536")
-    raw.execute("PRAGMA journal_mode = WAL")
-    raw.close()
-    engine = make_engine(db)
-    migrate(engine, "head")
-    engine.dispose()
+    monkeypatch.setattr(store_db, "PAGE_SIZE", 65536)
+    open_store(db).close()
+    monkeypatch.undo()
     store = open_store(db)
     try:
         vec = np.arange(384, dtype=np.float32).tobytes()

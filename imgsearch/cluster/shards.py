@@ -124,14 +124,19 @@ def vector_matrix(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return vals.reshape(n, DIM), np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def vector_bytes(col: pa.Array) -> list[bytes | None]:
-    """A ``fixed_size_list<float32>[384]`` column as packed little-endian float32 bytes (None where null)."""
-    vals, valid = vector_matrix(col)
-    out = np.ascontiguousarray(vals).view(f"V{DIM * 4}").ravel().tolist()   # one bytes object a row, made in C
+def _none_where_null(out: list, valid: np.ndarray) -> list:
+    """``out`` with None at the rows that ``valid`` (bool, one a row) says are null."""
     if not valid.all():
         for i in np.flatnonzero(~valid).tolist():
             out[i] = None
     return out
+
+
+def vector_bytes(col: pa.Array) -> list[bytes | None]:
+    """A ``fixed_size_list<float32>[384]`` column as packed little-endian float32 bytes (None where null)."""
+    vals, valid = vector_matrix(col)
+    # one bytes object a row, made in C
+    return _none_where_null(np.ascontiguousarray(vals).view(f"V{DIM * 4}").ravel().tolist(), valid)
 
 
 def vector_views(col: pa.Array) -> list[memoryview | None]:
@@ -142,11 +147,7 @@ def vector_views(col: pa.Array) -> list[memoryview | None]:
     vals, valid = vector_matrix(col)
     size = DIM * 4
     flat = memoryview(np.ascontiguousarray(vals, dtype="<f4")).cast("B")
-    out: list = [flat[a:a + size] for a in range(0, len(vals) * size, size)]
-    if not valid.all():
-        for i in np.flatnonzero(~valid).tolist():
-            out[i] = None
-    return out
+    return _none_where_null([flat[a:a + size] for a in range(0, len(vals) * size, size)], valid)
 
 
 def binary_views(col: pa.Array) -> list[memoryview | None]:
@@ -163,11 +164,10 @@ def binary_views(col: pa.Array) -> list[memoryview | None]:
     offsets = np.frombuffer(bufs[1], dtype=np.int64 if pa.types.is_large_binary(col.type) else np.int32,
                             count=col.offset + n + 1)[col.offset:].tolist()
     data = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
-    out: list = [data[a:b] for a, b in zip(offsets, offsets[1:])]
-    if col.null_count:
-        for i in np.flatnonzero(~np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)).tolist():
-            out[i] = None
-    return out
+    out = [data[a:b] for a, b in zip(offsets, offsets[1:])]
+    if not col.null_count:
+        return out
+    return _none_where_null(out, np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
 
 
 def sample_vectors(run_dir: str | os.PathLike, need: dict[str, int], version: str) -> dict[str, np.ndarray]:
