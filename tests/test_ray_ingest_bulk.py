@@ -1,5 +1,6 @@
 """The bulk path of ``imgsearch ingest`` (imgsearch/cluster/ingest.py): rows made in place from the shard columns,
-the COMMIT on a thread of its own (cluster/bulk.py: BulkWriter), the WAL copied back by a checkpointer thread, and an ingest killed
+the COMMIT on a thread of its own (cluster/bulk.py: BulkWriter), the WAL copied back by a checkpointer thread where
+the ingest writes through the WAL (its rollback journal otherwise: tests/test_bulk_journal.py), and an ingest killed
 (SIGKILL) half-way that a rerun completes with the very rows of an uninterrupted one.
 
 No Ray instance is started (the ingest only reads Parquet shards), but ``Library.ingest`` wants the extra installed:
@@ -261,14 +262,20 @@ KILLED = textwrap.dedent("""
             time.sleep(60)
 
     with Library(sys.argv[1]) as lib:
+        if sys.argv[4] == "wal":   # the library open elsewhere too (a plain connection): the ingest keeps the WAL
+            import sqlite3
+            other = sqlite3.connect(sys.argv[1])
+            other.execute("SELECT count(*) FROM photos").fetchone()
         cluster_run.ingest(lib, sys.argv[2], progress=progress, chunk=int(sys.argv[3]))
 """)
 
 
-def test_an_ingest_killed_half_way_is_completed_by_a_rerun(tmp_path):
-    """SIGKILL while bulk transactions are committed (their COMMIT on the writer's thread) and copied back (the
-    checkpointer's): the library holds whole transactions only, and a rerun gives exactly the rows of an ingest
-    that was never interrupted — ids, tags in their order, cells, BM25 documents — and current search caches."""
+@pytest.mark.parametrize("journal", ["rollback", "wal"])
+def test_an_ingest_killed_half_way_is_completed_by_a_rerun(tmp_path, journal):
+    """SIGKILL while bulk transactions are committed (their COMMIT on the writer's thread) — through the rollback
+    journal, or through the WAL and copied back (the checkpointer's) where the library is open elsewhere: the
+    library holds whole transactions only, and a rerun gives exactly the rows of an ingest that was never
+    interrupted — ids, tags in their order, cells, BM25 documents — and current search caches."""
     n, chunk = 1200, 50
     run = make_run(tmp_path, n)
     ref = tmp_path / "ref" / "library.db"
@@ -276,7 +283,7 @@ def test_an_ingest_killed_half_way_is_completed_by_a_rerun(tmp_path):
         rep = cluster_run.ingest(lib, run, chunk=chunk)
     assert rep.added == n
     db = tmp_path / "lib" / "library.db"
-    p = subprocess.Popen([sys.executable, "-c", KILLED, str(db), str(run), str(chunk)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(db), str(run), str(chunk), journal], stdout=subprocess.PIPE,
                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         for line in p.stdout:
@@ -287,6 +294,9 @@ def test_an_ingest_killed_half_way_is_completed_by_a_rerun(tmp_path):
         p.kill()
         p.wait()
     assert p.returncode == -signal.SIGKILL
+    # killed while it wrote through the rollback journal (store/journal.py): a commit cut short is rolled back
+    # from its hot journal by the next reader, as SQLite always does
+    assert rows(db, "PRAGMA journal_mode") == [("delete" if journal == "rollback" else "wal",)]
     done = rows(db, "SELECT count(*) FROM photos")[0][0]
     assert 0 < done < n and done % chunk == 0                  # whole transactions only
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
@@ -298,3 +308,4 @@ def test_an_ingest_killed_half_way_is_completed_by_a_rerun(tmp_path):
         assert rep.added == n - done and rep.not_ingested == 0
         assert len(lib.caches.vector_index("caption")) == len(lib.caches.vector_index("labels")) == n
     assert dump(db) == dump(ref)
+    assert rows(db, "PRAGMA journal_mode") == [("wal",)] and not Path(f"{db}-journal").exists()

@@ -1,6 +1,7 @@
 """The bulk path of an ingest: the rows of plainly new photos made from a shard batch's Arrow columns
 (``bulk_rows``), and the writer that inserts them (``BulkWriter``: one connection held for the ingest, each COMMIT
-on a thread of its own, the WAL copied back by a ``Checkpointer`` thread meanwhile). cluster/ingest.py decides
+on a thread of its own; through a rollback journal where the library can be had alone, store/journal.py, else
+through the WAL, copied back by a ``Checkpointer`` thread meanwhile). cluster/ingest.py decides
 which rows take this path; bench/README.md ("Ingest rate") has the measurements behind each choice."""
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from imgsearch.cluster import shards
-from imgsearch.store import writes
+from imgsearch.store import journal, writes
+from imgsearch.store.db import BUSY_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +166,18 @@ WAL_RESTART_BYTES = 256 << 20   # WAL length past which a bulk transaction waits
 
 class BulkWriter:
     """The connection the bulk transactions are written on (one, held for the ingest and then closed, with a larger
-    page cache, ``wal_autocheckpoint = 0`` and no foreign-key checks), a thread that runs their COMMIT, and the
-    Checkpointer. A COMMIT writes the transaction's pages into the WAL (~60 MB for 2,000 rows): one SQLite call
-    that releases the GIL, so the next chunk's rows are made meanwhile. begin() waits for the previous commit;
-    whole transactions only, as before: an interrupted ingest leaves the commits that returned (and the one under
-    way, if it completes)."""
+    page cache and no foreign-key checks), and a thread that runs their COMMIT. Where the library can be had alone
+    (``rollback``: store/journal.hold_for_bulk) the connection writes through a rollback journal, each page once
+    into the database file, and the library is back in WAL mode when the writer closes; else through the WAL
+    (``wal_autocheckpoint = 0``), which the Checkpointer copies back. A COMMIT writes the transaction's pages (~60 MB
+    for 2,000 rows): one SQLite call that releases the GIL, so the next chunk's rows are made meanwhile. begin()
+    waits for the previous commit; whole transactions only, as before: an interrupted ingest leaves the commits
+    that returned (and the one under way, if it completes)."""
 
     def __init__(self, store):
         from concurrent.futures import ThreadPoolExecutor
 
+        self._store = store
         self.conn = store.engine.connect().execution_options(sqlite_immediate=True)
         try:
             # this connection's settings differ from the pool's: it is closed at the end, never handed back
@@ -180,13 +185,18 @@ class BulkWriter:
             self.conn.detach()
             cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
             self.page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])   # the file's own (store/db.PAGE_SIZE)
-            cur.execute("PRAGMA wal_autocheckpoint = 0")   # the checkpointer copies the WAL back
+            # a rollback journal where the library can be had alone (each page written once: store/journal.py),
+            # else the WAL, which the checkpointer copies back
+            self.rollback = journal.hold_for_bulk(store, cur, BUSY_TIMEOUT_MS)
+            if not self.rollback:
+                cur.execute("PRAGMA wal_autocheckpoint = 0")
             # no foreign-key lookups: each child row (captions, tags, cells) names a photo inserted just before
             # it in the same transaction (ids base + 1..n), which the check would look up in the photos table
             # once a row (~20 rows a photo: a fifth of the insert time, bench/README.md "Ingest rate")
             cur.execute("PRAGMA foreign_keys = OFF")
-            self.checkpointer = Checkpointer(store)
+            self.checkpointer = None if self.rollback else Checkpointer(store)
         except BaseException:
+            self._back_to_wal()
             self.conn.close()
             raise
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="bulk-commit")
@@ -213,7 +223,7 @@ class BulkWriter:
         """A new transaction (BEGIN IMMEDIATE) once the previous one is committed; the WAL copied back first
         when it has grown past WAL_RESTART_BYTES (this transaction then writes it from its start)."""
         self.wait()
-        if self.checkpointer.wal_frames * self.page_size > WAL_RESTART_BYTES:
+        if self.checkpointer is not None and self.checkpointer.wal_frames * self.page_size > WAL_RESTART_BYTES:
             self.checkpointer.settle()
         return self.conn.begin()
 
@@ -221,7 +231,8 @@ class BulkWriter:
         """COMMIT ``tx`` on the commit thread; ``committed`` is called by the next wait() once it has returned."""
         def run():
             tx.commit()
-            self.checkpointer.kick()
+            if self.checkpointer is not None:
+                self.checkpointer.kick()
 
         self._pending = (self._pool.submit(run), committed)
 
@@ -243,17 +254,24 @@ class BulkWriter:
         committed()
 
     def close(self) -> None:
-        """The commit under way waited for, the connection closed (out of the pool: its settings are its own),
-        the WAL copied back."""
+        """The commit under way waited for, the library back in WAL mode (after a rollback journal) or the WAL
+        copied back, the connection closed (out of the pool: its settings are its own)."""
         try:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
             try:
+                self._back_to_wal()
                 self.cursor.close()
             finally:
                 self.conn.close()          # detached: the connection itself closes
-                self.checkpointer.close()
+                if self.checkpointer is not None:
+                    self.checkpointer.close()
+
+    def _back_to_wal(self) -> None:
+        if getattr(self, "rollback", False):
+            self.rollback = False
+            journal.back_to_wal(self._store, self.cursor, BUSY_TIMEOUT_MS)
 
 
 class Checkpointer:

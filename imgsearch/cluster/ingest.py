@@ -7,10 +7,10 @@ the move / touch / copy / describe rules (indexer/rules.py) and writes one trans
 the description coming from the shard row instead of the captioner. Photos gone from the roots are removed at
 the end, as by ``index``. The plainly new photos of a chunk (a new path, described, a content no other photo
 has: the rules can only say "describe") skip the rules: their rows are made from the Arrow columns in bulk
-(cluster/bulk.py: bulk_rows) and inserted by one executemany a table (BulkWriter). Three threads besides this
-one: one reads (decodes) the shards ahead, one runs each bulk transaction's COMMIT while the next chunk's rows
-are made, one copies the WAL back into the database file (Checkpointer); the Python work stays on this thread
-(see run()).
+(cluster/bulk.py: bulk_rows) and inserted by one executemany a table (BulkWriter: through a rollback journal
+where the library can be had alone, store/journal.py). Threads besides this one: one reads (decodes) the shards
+ahead, one runs each bulk transaction's COMMIT while the next chunk's rows are made, and in WAL mode one copies
+the WAL back into the database file (Checkpointer); the Python work stays on this thread (see run()).
 Into an empty library, a fourth trains the IVF cells of the FAISS files on a sample of the shards meanwhile, at a
 lower priority (search/early_training.py: trained_cells()).
 
@@ -202,6 +202,8 @@ class ShardIngest(IndexRunner):
                 self._bulk_write(rows if len(keep) == len(cand) else rows.subset(keep))
                 take = [t for t in take if t[0] not in fast]
         if take:
+            if self._writer is not None:   # the rules read and write once the bulk COMMIT is done (with a rollback
+                self._writer.wait()        # journal, a read of theirs would hold that COMMIT up: store/journal.py)
             self._by_rules(batch, take)
 
     def _by_rules(self, batch, take: list[tuple[int, int, dict, str | None]]) -> None:

@@ -1,7 +1,8 @@
 """Engine and sessions for a library's SQLite file.
 
 * WAL journal (readers never block the writer), ``synchronous=NORMAL`` (a killed
-  process never loses a committed batch; only a power cut can drop the last ones),
+  process never loses a committed batch; only a power cut can drop the last ones) — except while a
+  bulk ingest writes: a rollback journal with ``synchronous=FULL`` then (store/journal.py),
   foreign keys on, ``busy_timeout`` so a query waits for a writing batch instead of failing.
 * Real transactions: the pysqlite driver's implicit-transaction handling is turned off
   and we emit ``BEGIN`` ourselves, so DDL in migrations is transactional too and a
@@ -37,6 +38,7 @@ from imgsearch import paths as _paths
 from imgsearch.errors import ReadOnlyError, StoreError, storage_error
 from imgsearch.files import lock_temp, remove_stale_temps
 
+from . import journal
 from .models import Meta
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,8 @@ def make_engine(path: str | os.PathLike, *, read_only: bool = False, immutable: 
             cur.execute("PRAGMA foreign_keys = ON")
             if read_only or immutable:
                 cur.execute("PRAGMA query_only = ON")
-            else:
-                cur.execute("PRAGMA journal_mode = WAL").fetchone()
-                cur.execute("PRAGMA synchronous = NORMAL")
+            else:   # WAL (and synchronous = NORMAL), except during a bulk ingest: store/journal.py
+                journal.on_connect(cur, path, BUSY_TIMEOUT_MS)
         finally:
             cur.close()
 
@@ -254,10 +255,15 @@ class Store:
         cache left behind by the old one never matches."""
         return f"{self.identity()}@{self.revision()}"
 
-    def close(self) -> None:
+    def close_idle(self) -> None:
+        """This process's idle connections to the library closed (the pool's, the revision watch's); they are
+        opened again when next needed. Connections in use are left as they are."""
         with self._watch_lock:
             self._close_watch()
         self.engine.dispose()
+
+    def close(self) -> None:
+        self.close_idle()
 
 
 def _check_is_library(engine: Engine, path: Path) -> None:
