@@ -113,3 +113,22 @@ def test_a_first_ingest_fills_the_cells_trained_during_its_writes(tmp_path, smal
     with Library(db) as lib:
         rep = lib.ingest(run2)
         assert rep.added == 300 and "early_training_s" not in rep.phases
+
+
+def test_the_training_starts_before_the_plan_from_the_shards_row_count(tmp_path, small_ivf, monkeypatch):
+    """The plan (a scan of the roots on one thread) leaves a core idle: the k-means starts before it, its size
+    guessed from the shards' footers, and its cells are used where the planned count calls for the same."""
+    from imgsearch.cluster import ingest as cingest
+
+    run = make_run(tmp_path, 600, per_file=100, unlabelled=3)
+    order = []
+    start, make_plan = ET.EarlyTraining.start, cingest.make_plan
+    monkeypatch.setattr(ET.EarlyTraining, "start",
+                        classmethod(lambda cls, n, *a: order.append(("train", n)) or start(n, *a)))
+    monkeypatch.setattr(cingest, "make_plan", lambda *a, **k: order.append(("plan",)) or make_plan(*a, **k))
+    assert shards.row_count(run) == 600
+    with Library(tmp_path / "lib" / "library.db") as lib:
+        rep = lib.ingest(run)
+        assert rep.added == 600 and rep.phases["early_training_s"] > 0
+        assert order == [("train", 600), ("plan",)]
+        assert lib.caches.vector_index("caption").nlist == D.ivf_nlist(600)

@@ -68,6 +68,9 @@ class ShardIngest(IndexRunner):
 
         t0 = time.monotonic()
         started = writes.now()
+        # the IVF cells trained from the start, guessed from the shards' row count: the plan (one thread, a scan of
+        # the roots) leaves the second core idle for its k-means
+        self._early = self._start_early_training(shards.row_count(self.run_dir))
         try:
             self.plan = plan = make_plan(self.store, self.roots_in, get_version=self.get_version,
                                          retry_failed=self.retry_failed, prune_empty=self.prune_empty,
@@ -81,7 +84,8 @@ class ShardIngest(IndexRunner):
         self.report.errors.extend(plan.errors)
         pending = {w.path: i for i, w in enumerate(plan.work) if w.reason != "ocr"}
         total, done = len(pending), 0
-        self._early = self._start_early_training(total)
+        if not total:
+            self.cancel_training()
         if self.progress:
             self.progress(0, total)
         t_write = time.monotonic()
@@ -117,8 +121,10 @@ class ShardIngest(IndexRunner):
         return self.report
 
     def _start_early_training(self, n_new: int):
-        """The IVF cells trained on a sample of the shards while the rows are written (EarlyTraining), where this
-        ingest fills an empty library with enough photos for IVF indexes; else None."""
+        """The IVF cells trained on a sample of the shards while the roots are planned and the rows written
+        (EarlyTraining), where this ingest fills an empty library with enough photos (``n_new``: the shards' rows,
+        a guess: a trained index whose cell count the final count does not call for is not used) for IVF indexes;
+        else None."""
         if not self.bulk or not n_new:
             return None
         from sqlalchemy import text

@@ -75,6 +75,23 @@ def shard_files(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.glob("*/*.parquet") if p.is_file())
 
 
+def row_counts(run_dir: str | os.PathLike) -> tuple[list[Path], list[int]]:
+    """The run's readable shard files and the rows each holds, from their footers (unreadable files left out)."""
+    files, sizes = [], []
+    for f in shard_files(run_dir):
+        try:
+            sizes.append(pq.ParquetFile(f).metadata.num_rows)
+            files.append(f)
+        except (OSError, pa.ArrowException):
+            continue
+    return files, sizes
+
+
+def row_count(run_dir: str | os.PathLike) -> int:
+    """The rows of the run's shards (row_counts)."""
+    return sum(row_counts(run_dir)[1])
+
+
 def read_keys(run_dir: str | os.PathLike) -> Iterator[dict]:
     """The key columns of every readable shard row (what a resumed run needs to know)."""
     for f in shard_files(run_dir):
@@ -180,13 +197,7 @@ def sample_vectors(run_dir: str | os.PathLike, need: dict[str, int], version: st
 
     from imgsearch.store.vectors import _COLUMN
 
-    files, sizes = [], []
-    for f in shard_files(run_dir):
-        try:
-            sizes.append(pq.ParquetFile(f).metadata.num_rows)
-            files.append(f)
-        except (OSError, pa.ArrowException):
-            continue
+    files, sizes = row_counts(run_dir)
     total, want = sum(sizes), max(need.values(), default=0)
     parts: dict[str, dict[int, np.ndarray]] = {k: {} for k in need}   # kind -> {file position: its vectors}
     columns = [_COLUMN[k] for k in need]
