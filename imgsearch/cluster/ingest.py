@@ -11,8 +11,8 @@ has: the rules can only say "describe") skip the rules: their rows are made from
 where the library can be had alone, store/journal.py). Threads besides this one: one reads (decodes) the shards
 ahead, one runs each bulk transaction's COMMIT while the next chunk's rows are made, and in WAL mode one copies
 the WAL back into the database file (Checkpointer); the Python work stays on this thread (see run()).
-Into an empty library, a fourth trains the IVF cells of the FAISS files on a sample of the shards meanwhile, at a
-lower priority (search/early_training.py: trained_cells()).
+Into an empty library, another trains the IVF cells of the FAISS files on a sample of the shards from the start
+(the plan included), at a lower priority (search/early_training.py: trained_cells()).
 
 Idempotent: a photo written is no longer in the plan's work list, so a second ingest, or one after a crash
 half-way (whole transactions only), writes exactly what is missing and gives the same library. A photo
@@ -60,7 +60,7 @@ class ShardIngest(IndexRunner):
         self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_write); False: all row by row
         self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library), finish_s
         self._writer: BulkWriter | None = None   # the bulk transactions' connection, commits, checkpoints
-        self._early = None   # search/early_training.EarlyTraining: the IVF cells trained while the rows are written
+        self._early = None   # search/early_training.EarlyTraining: IVF cells trained during the plan and the writes
 
     def run(self):
         from imgsearch.indexer.scan import RootNotFoundError

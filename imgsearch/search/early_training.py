@@ -1,10 +1,11 @@
-"""The IVF cells of a big first ingest, trained while its rows are being written.
+"""The IVF cells of a big first ingest, trained while its roots are planned and its rows written.
 
 A first ingest of a million photos into an empty library ends with four IVF builds (search/vector_builds.py):
 a sample read back from the store, a k-means per vector kind (~27 s of the 80 s at 1M on 2 cores), a fill.
 The k-means only needs a sample, and the vectors about to be written are in the shards already. EarlyTraining
-trains each kind's cells on a sample of them on a thread of its own while the rows are written: one OpenMP
-thread at a lower priority, in the CPU time that the writing threads leave idle (on 2 cores ~0.4 of a core).
+trains each kind's cells on a sample of them on a thread of its own, from the start of the ingest (before the
+plan, whose scan of the roots leaves a core idle: cluster/ingest.py) and while the rows are written: one OpenMP
+thread at a lower priority, in the CPU time that the planning and writing threads leave idle.
 build_kinds then fills these trained indexes instead of sampling the store and training.
 
 Only where the sample is the library's: the library held no photos before the ingest, so it will hold what
