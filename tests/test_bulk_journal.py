@@ -151,3 +151,42 @@ def test_the_bulk_writer_under_the_index_lock_writes_through_a_rollback_journal(
             assert w.cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             w.close()
+
+
+CUT_SHORT = """
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode = PERSIST")
+c.execute("PRAGMA cache_size = 1")          # the pages spill into the file before the commit
+c.execute("BEGIN IMMEDIATE")
+c.execute("UPDATE meta SET value = 'cut' WHERE key = 'revision'")
+for i in range(300):
+    c.execute("INSERT INTO meta(key, value) VALUES (?, hex(randomblob(2000)))", (f"x{i}",))
+os._exit(9)                                 # killed half-way through the commit
+"""
+
+
+def test_a_commit_cut_short_is_rolled_back_and_never_read_half_written(tmp_path, monkeypatch):
+    """A crash during a rollback-journal commit leaves a hot journal: a read-only opening cannot roll it back and
+    says so (it would read the half-written file through immutable=1); a writable one rolls it back, as SQLite
+    always does, and sees the library as it was."""
+    from imgsearch.errors import StoreError
+    from imgsearch.store.db import open_store
+
+    db = tmp_path / "lib" / "library.db"
+    with Library(db) as lib:
+        rev = lib.store.revision()
+    got = subprocess.run([sys.executable, "-c", CUT_SHORT, str(db)], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 9, got.stderr
+    assert journal.hot_journal(db)
+    monkeypatch.setenv("IMGSEARCH_READ_ONLY", "1")
+    with pytest.raises(StoreError, match="was interrupted"):
+        open_store(db, read_only=True)
+    monkeypatch.delenv("IMGSEARCH_READ_ONLY")
+    store = open_store(db)
+    try:
+        assert store.revision() == rev
+        assert rows(db, "SELECT count(*) FROM meta WHERE key LIKE 'x%'") == [(0,)]
+    finally:
+        store.close()
+    assert not journal.hot_journal(db) and mode_now(db) == "wal"

@@ -369,6 +369,9 @@ def _read_only_engine(path: Path) -> Engine:
         engine.dispose()
     if _paths.folder_writable(path.parent) and not _paths.read_only_requested():
         return make_engine(path, read_only=True)    # the error was not the medium's: the checks say what
+    if journal.hot_journal(path):   # immutable=1 would read the file as an interrupted commit left it
+        raise StoreError(f"the last write to {path} was interrupted ({path.name}-journal holds what it changed): "
+                         "open the library once where it can be written, to roll that write back")
     wal = Path(f"{path}-wal")
     if wal.exists() and wal.stat().st_size > 0:
         log.warning("%s: its last writes (%s) cannot be read on a read-only medium without %s-shm",

@@ -75,6 +75,21 @@ def back_to_wal(store, cur, busy_timeout_ms: int) -> bool:
     return True
 
 
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")   # the header of a rollback journal that still holds a commit
+
+
+def hot_journal(db_path: str | Path) -> bool:
+    """Whether ``db_path``'s rollback journal holds a commit that was cut short (a crash while it wrote): SQLite
+    rolls it back on the next read with write access; a read-only connection cannot (``mode=ro`` refuses the
+    library, ``immutable=1`` would read the half-written file). A journal of a commit that completed has its
+    header zeroed (PERSIST) or is gone."""
+    try:
+        with open(f"{db_path}-journal", "rb") as f:
+            return f.read(8) == JOURNAL_MAGIC
+    except OSError:
+        return False
+
+
 def _set_mode(cur, mode: str, wait_ms: int, busy_timeout_ms: int) -> str | None:
     """``PRAGMA journal_mode = mode``, waiting at most ``wait_ms`` for other connections; the mode then in force,
     or None where the library was busy."""
