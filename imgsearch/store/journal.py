@@ -49,8 +49,9 @@ def on_connect(cur, db_path: str | Path, busy_timeout_ms: int) -> str:
 
 def hold_for_bulk(store, cur, busy_timeout_ms: int) -> bool:
     """Switch the library to the rollback journal for a bulk ingest on the connection of ``cur`` (outside any
-    transaction); True where it is now so. False (the library stays in WAL mode) where this process holds no index
-    lock on it or another connection has it open."""
+    transaction); True where it is now so. False (the library stays in WAL mode) where no index run holds the
+    library's lock (the ingest's own: without it, nothing keeps other connections from putting the library back in
+    WAL mode) or another connection has it open."""
     if not _index_running(store.path):
         return False
     store.close_idle()   # this process's idle connections: SQLite leaves WAL mode only with none open
@@ -64,13 +65,13 @@ def hold_for_bulk(store, cur, busy_timeout_ms: int) -> bool:
 
 def back_to_wal(store, cur, busy_timeout_ms: int) -> bool:
     """The library back in WAL mode after a bulk ingest (waiting up to ``busy_timeout_ms`` for readers), and this
-    process's idle connections made meanwhile closed (their settings were a rollback journal's); False where it
-    could not be switched now: the next connection opened after the index run does it (on_connect)."""
+    process's idle connections made meanwhile closed (their settings were a rollback journal's; the bulk writer
+    closes the connection of ``cur`` next); False where it could not be switched now: the next connection opened
+    after the index run does it (on_connect)."""
     got = _set_mode(cur, "wal", busy_timeout_ms, busy_timeout_ms)
     if got != "wal":
         log.warning("the library stays in rollback-journal mode until it is next opened (readers kept it busy)")
         return False
-    cur.execute("PRAGMA synchronous = NORMAL")
     store.close_idle()
     return True
 
