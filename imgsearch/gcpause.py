@@ -1,4 +1,4 @@
-"""Python's cyclic garbage collector paused while bulk work runs.
+"""Python's cyclic garbage collector paused while bulk work runs, and kept out of forked children (forking).
 
 Planning or ingesting a million photos keeps millions of small objects alive (the scan's entries, the work list,
 the rows of each transaction), and each of CPython's full collections walks all of them: at 1M photos about half
@@ -23,3 +23,20 @@ def paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+@contextlib.contextmanager
+def forking() -> Iterator[None]:
+    """Processes forked inside the block (decode workers) start with no garbage of this one to collect: what is
+    garbage now is collected here first, and what lives is frozen (gc.freeze) so that a child's collector never
+    walks it. An object freed in a child runs its destructor there, without the threads it was made with: an
+    onnxruntime session left in a reference cycle waited forever in a forked decode worker for its thread pool
+    (found by the test suite, whose earlier tests leave such sessions). Freezing also keeps the children's
+    collections from touching (and so copying) the parent's pages."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+

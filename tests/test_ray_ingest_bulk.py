@@ -115,7 +115,11 @@ def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
     at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db")._writable_store().engine.dialect
     args = ([paths[j] for j in pick], [infos[j] for j in pick], VERSION, at, dialect)
     got = cbulk.bulk_rows(batch, *args, rows=pick)
-    assert got == cbulk.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
+    took = cbulk.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
+    assert got.rows == pick and took.rows == [0, 1, 2]    # each photo's row in the batch it was made from
+    took.rows = pick
+    assert got == took
+    assert got.subset([0, 2]).rows == [4, 3] and got.subset([0, 2]).paths_key() == hash((paths[4], paths[3]))
     assert [r[0] for r in got.photos] == [1, 2, 3] and got.photos[1][15] is None and got.photos[0][15] is not None
     assert len(got.captions) == 9 and [r[0] for r in got.terms] == [1, 2, 3]
 

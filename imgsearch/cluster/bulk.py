@@ -27,6 +27,9 @@ PHOTO_COLUMNS = ("id", "path", "folder", "size", "mtime_ns", "content_hash", "wi
                  "places_version", "ocr_text", "ocr_version")
 
 
+_VECTOR_AT = [PHOTO_COLUMNS.index(c) for c in ("caption_embedding", "image_embedding", "label_embedding",
+                                               "visual_embedding")]   # store/vectors.KINDS order
+
 BULK_CACHE_KIB = -131072   # PRAGMA cache_size of a bulk transaction (128 MiB: its index pages stay in memory)
 
 
@@ -39,6 +42,7 @@ class BulkRows:
     terms: list[tuple]      # (photo, its packed tag rows: store/models.pack_terms), photos with terms only
     cells: list[tuple]
     documents: list[tuple]
+    rows: list[int]         # each photo's row in the shard batch, in photo order
 
     def subset(self, keep: list[int]) -> "BulkRows":
         """The rows of the photos at positions ``keep`` (0-based, in order), renumbered 1..len(keep)."""
@@ -47,7 +51,16 @@ class BulkRows:
         def pick(rows):
             return [(new[r[0]], *r[1:]) for r in rows if r[0] in new]
 
-        return BulkRows(pick(self.photos), pick(self.captions), pick(self.terms), pick(self.cells), pick(self.documents))
+        return BulkRows(pick(self.photos), pick(self.captions), pick(self.terms), pick(self.cells), pick(self.documents),
+                        [self.rows[k] for k in keep])
+
+    def vector_counts(self) -> tuple[int, ...]:
+        """How many vectors of each kind (store/vectors.KINDS order) these rows store (not null)."""
+        return tuple(sum(1 for p in self.photos if p[c] is not None) for c in _VECTOR_AT)
+
+    def paths_key(self) -> int:
+        """A fingerprint of the photos' paths in order (bulk_vectors' caller checks it against the batch it reads)."""
+        return hash(tuple(p[1] for p in self.photos))
 
 
 def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dialect,
@@ -93,7 +106,7 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
     cap_vec, img_vec, lab_vec, vis_vec = (pick(shards.vector_views(col(k))) for k in shards.VECTOR_COLUMNS)
     cells, labels = pick(shards.binary_views(col("cells"))), pick(col("labels").to_pylist())
     labels_version = pick(col("labels_version").to_pylist())
-    has_labels = [v is not None for v in labels]
+    has_labels = [v is not None for v in labels]   # the label and visual vectors only with labels (LABELLED)
     lab_vec = [v if h else None for v, h in zip(lab_vec, has_labels)]
     vis_vec = [v if h else None for v, h in zip(vis_vec, has_labels)]
     labels_version = [(v or LABELS_VERSION) if h else None for v, h in zip(labels_version, has_labels)]
@@ -158,7 +171,27 @@ def bulk_rows(batch, paths: list[str], infos: list[dict], version: str, at, dial
             terms_out.append((pid, packed))
         documents.append((pid, place_terms(doc, pl[2])))
     out_cells = [(pid, c) for pid, c in zip(pids, cells) if c is not None]
-    return BulkRows(photos, captions, terms_out, out_cells, documents)
+    return BulkRows(photos, captions, terms_out, out_cells, documents, pos)
+
+
+LABELLED = ("label_embedding", "visual_embedding")   # stored only for a row with labels (bulk_rows)
+VECTOR_READ_COLUMNS = ["path", "labels", *shards.VECTOR_COLUMNS]   # what bulk_vectors reads of a batch
+
+
+def bulk_vectors(batch, rows: Sequence[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{kind (store/vectors.KINDS): (photo ids relative 1..n (m,) int64, (m, DIM) float32)}: the vectors that
+    bulk_rows stores for the batch rows ``rows`` (photo k at rows[k - 1]), those the FAISS build would read back:
+    a null vector is not stored, nor a label or visual vector of a row without labels."""
+    from imgsearch.store.vectors import _COLUMN
+
+    k = np.asarray(rows, dtype=np.int64)
+    has_labels = np.asarray(batch.column("labels").is_valid().to_numpy(zero_copy_only=False), dtype=bool)[k]
+    out = {}
+    for kind, name in _COLUMN.items():
+        vals, valid = shards.vector_matrix(batch.column(name))
+        keep = valid[k] & has_labels if name in LABELLED else valid[k]
+        out[kind] = (np.flatnonzero(keep).astype(np.int64) + 1, np.asarray(vals[k[keep]], dtype=np.float32))
+    return out
 
 
 WAL_RESTART_BYTES = 256 << 20   # WAL length past which a bulk transaction waits for the checkpointer first

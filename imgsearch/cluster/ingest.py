@@ -12,7 +12,8 @@ where the library can be had alone, store/journal.py). Threads besides this one:
 ahead, one runs each bulk transaction's COMMIT while the next chunk's rows are made, and in WAL mode one copies
 the WAL back into the database file (Checkpointer); the Python work stays on this thread (see run()).
 Into an empty library, another trains the IVF cells of the FAISS files on a sample of the shards from the start
-(the plan included), at a lower priority (search/early_training.py: trained_cells()).
+(the plan included), at a lower priority, and then fills them with each bulk transaction's vectors once it is
+committed, read again from the shards (search/early_training.py, cluster/early_fill.py: early_indexes()).
 
 Idempotent: a photo written is no longer in the plan's work list, so a second ingest, or one after a crash
 half-way (whole transactions only), writes exactly what is missing and gives the same library. A photo
@@ -60,7 +61,8 @@ class ShardIngest(IndexRunner):
         self.bulk = bulk        # plainly new photos in bulk inserts (_bulk_write); False: all row by row
         self.phases: dict[str, float] = {}   # seconds: plan_s (plan + start), writes_s (shards → library), finish_s
         self._writer: BulkWriter | None = None   # the bulk transactions' connection, commits, checkpoints
-        self._early = None   # search/early_training.EarlyTraining: IVF cells trained during the plan and the writes
+        self._early = None   # search/early_training.EarlyTraining: IVF indexes trained and filled during the run
+        self._bulk_ids: list[range] = []   # the photo ids the bulk transactions wrote (self.touched: the others)
 
     def run(self):
         from imgsearch.indexer.scan import RootNotFoundError
@@ -98,9 +100,9 @@ class ShardIngest(IndexRunner):
             # run here (at 1M rows, ~6 s of the main thread's time otherwise)
             batches = shards.iter_batches(self.run_dir, self.batch_size)
             ahead = read_ahead(_with_stats(batches, pending), name="shard-reader")
-            for batch, take, prep in self._staged(ahead, pending):
+            for k, batch, take, prep in self._staged(ahead, pending):
                 if take:
-                    self._ingest(batch, take, prep)
+                    self._ingest(k, batch, take, prep)
                     done += len(take)
                     if self.progress:
                         self.progress(done, total)
@@ -121,32 +123,39 @@ class ShardIngest(IndexRunner):
         return self.report
 
     def _start_early_training(self, n_new: int):
-        """The IVF cells trained on a sample of the shards while the roots are planned and the rows written
-        (EarlyTraining), where this ingest fills an empty library with enough photos (``n_new``: the shards' rows,
-        a guess: a trained index whose cell count the final count does not call for is not used) for IVF indexes;
-        else None."""
+        """The IVF cells trained on a sample of the shards while the roots are planned and the rows written, then
+        filled with the bulk transactions' vectors (EarlyTraining, cluster/early_fill.ShardVectors), where this
+        ingest fills an empty library with enough photos (``n_new``: the shards' rows, a guess: a trained index
+        whose cell count the final count does not call for is not used) for IVF indexes; else None."""
         if not self.bulk or not n_new:
             return None
         from sqlalchemy import text
 
+        from imgsearch.cluster.early_fill import ShardVectors
         from imgsearch.search.early_training import EarlyTraining
         from imgsearch.store.vectors import KINDS
 
         with self.store.session() as s:
             if s.execute(text("SELECT EXISTS (SELECT 1 FROM photos)")).scalar():
                 return None   # a sample of the shards would not be one of the library
-        return EarlyTraining.start(n_new, lambda need: shards.sample_vectors(self.run_dir, need, self.version), KINDS)
+        return EarlyTraining.start(n_new, lambda need: shards.sample_vectors(self.run_dir, need, self.version), KINDS,
+                                   ShardVectors(self.run_dir, self.batch_size))
 
-    def trained_cells(self) -> dict:
-        """{kind: empty IVF index trained during the writes} (waited for), for SearchCaches.update; {} if none."""
+    def changed(self) -> set[int]:
+        """The photo ids whose vectors may have changed (or rows gone): for the search caches' update."""
+        out = set(self.touched)
+        for ids in self._bulk_ids:
+            out.update(ids)
+        return out
+
+    def early_indexes(self):
+        """The EarlyTraining of this run (search/early_training.py), told that the writes are done (its fill
+        ends with the last committed transaction; the photos written otherwise are its ``patch``), not waited
+        for: SearchCaches.update waits for it beside the BM25 build; None if none."""
         early, self._early = self._early, None
-        if early is None:
-            return {}
-        t = time.monotonic()
-        got = early.result()
-        self.phases["training_wait_s"] = time.monotonic() - t   # how long the writes' end waited for it
-        self.phases["early_training_s"] = early.seconds
-        return got
+        if early is not None:
+            early.finish(patch=self.touched)
+        return early
 
     def cancel_training(self) -> None:
         """The early training stopped (after its current kind), its result unused: after a failed ingest."""
@@ -176,10 +185,11 @@ class ShardIngest(IndexRunner):
         return take
 
     def _staged(self, batches, pending: dict[str, int]):
-        """(batch, rows to take, rows made for the bulk inserts or None) for each batch (see _take, _prepare)."""
-        for batch, stats in batches:
+        """(its number, batch, rows to take, rows made for the bulk inserts or None) for each batch (see _take,
+        _prepare)."""
+        for k, (batch, stats) in enumerate(batches):
             take = self._take(batch, stats, pending)
-            yield batch, take, (self._prepare(batch, take) if self.bulk and take else None)
+            yield k, batch, take, (self._prepare(batch, take) if self.bulk and take else None)
 
     def _prepare(self, batch, take: list[tuple[int, int, dict, str | None]]):
         """(candidates, their BulkRows) for the rows of ``take`` that may be plainly new (see _plainly_new: new
@@ -194,18 +204,18 @@ class ShardIngest(IndexRunner):
         return cand, bulk_rows(batch, [work[i].path for i, _, _, _ in cand], infos, self.version, writes.now(),
                                self.store.engine.dialect, [j for _, j, _, _ in cand])
 
-    def _ingest(self, batch, take: list[tuple[int, int, dict, str | None]], prep=None) -> None:
-        """Write the rows of ``take``: the plainly new photos by bulk inserts (_bulk_write, one transaction), then
-        the others through the rules (_by_rules, one transaction). The previous chunk's commit is waited for
-        first: the checks below read what it wrote."""
+    def _ingest(self, k: int, batch, take: list[tuple[int, int, dict, str | None]], prep=None) -> None:
+        """Write the rows of ``take`` (of the ``k``-th batch): the plainly new photos by bulk inserts (_bulk_write,
+        one transaction), then the others through the rules (_by_rules, one transaction). The previous chunk's
+        commit is waited for first: the checks below read what it wrote."""
         if self._writer is not None:
             self._writer.wait()
         if prep is not None:
             cand, rows = prep
             fast = self._plainly_new(cand)
             if fast:
-                keep = [k for k, t in enumerate(cand) if t[0] in fast]
-                self._bulk_write(rows if len(keep) == len(cand) else rows.subset(keep))
+                keep = [j for j, t in enumerate(cand) if t[0] in fast]
+                self._bulk_write(rows if len(keep) == len(cand) else rows.subset(keep), k)
                 take = [t for t in take if t[0] not in fast]
         if take:
             if self._writer is not None:   # the rules read and write once the bulk COMMIT is done (with a rollback
@@ -239,11 +249,13 @@ class ShardIngest(IndexRunner):
             stored = hashes_in_use(s, counts)
         return {t[0] for t in cand if counts[t[2]["content_hash"]] == 1 and t[2]["content_hash"] not in stored}
 
-    def _bulk_write(self, r: "BulkRows") -> None:
-        """Plainly new photos in one transaction of bulk inserts: the rows made from the batch's columns
+    def _bulk_write(self, r: "BulkRows", k: int) -> None:
+        """Plainly new photos in one transaction of bulk inserts: the rows made from the ``k``-th batch's columns
         (bulk_rows), one statement a table, the ids given by the writer (BulkWriter.insert: AUTOINCREMENT
         continued, the ids the ORM would give), on the bulk writer's connection (a larger page cache, no
-        foreign-key lookups; the COMMIT runs on its thread while the next chunk's rows are made here)."""
+        foreign-key lookups; the COMMIT runs on its thread while the next chunk's rows are made here). Once
+        committed, the early fill is told which photos of which batch it wrote (cluster/early_fill.FillItem)."""
+        from imgsearch.cluster.early_fill import FillItem
         from imgsearch.indexer.reembed import META_KEY, embedding_version
         from imgsearch.store.db import bump_revision, set_meta
 
@@ -260,8 +272,11 @@ class ShardIngest(IndexRunner):
 
         def committed() -> None:   # called by w.wait(), here, once the COMMIT has returned
             self.embedder_recorded = True
-            self.touched.update(range(base + 1, base + n + 1))
+            self._bulk_ids.append(range(base + 1, base + n + 1))
             self.report.added += n
+            if self._early is not None:
+                self._early.fill_later(FillItem(k, np.asarray(r.rows, dtype=np.int32), base, r.paths_key(),
+                                                r.vector_counts()))
 
         w.commit(tx, committed)
 

@@ -161,15 +161,17 @@ def _ingest_locked(lib, run_dir: Path, rep: ClusterReport, progress, chunk: int 
                          bulk=bulk)
     t0 = time.monotonic()
     with paused():   # plan, writes and caches: millions of live objects that each full collection would walk
-        trained = None
+        early = None
         try:
             report = runner.run()
-            trained = runner.trained_cells()   # IVF cells trained during the writes (search/early_training.py)
+            early = runner.early_indexes()   # IVF indexes trained and filled during the writes (early_training.py)
         finally:   # what was committed before a failure is searchable too (FAISS and BM25: side by side)
             runner.cancel_training()
             t1 = time.monotonic()
-            took = lib.caches.update(rev0, runner.touched, trained)
+            took = lib.caches.update(rev0, runner.changed(), early)
             rep.phases = {**runner.phases, **took, "caches_s": time.monotonic() - t1}
+            if early is not None:   # how long the FAISS build waited for it; its thread's time, start to end
+                rep.phases.update(training_wait_s=early.wait_s, early_training_s=early.seconds)
     for k in ("added", "updated", "moved", "removed", "failed", "skipped_unchanged", "labelled", "placed",
               "text_read", "errors", "kept", "seconds"):
         setattr(rep, k, getattr(report, k))

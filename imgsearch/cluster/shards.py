@@ -108,12 +108,14 @@ def iter_rows(run_dir: str | os.PathLike, batch_rows: int = 2048) -> Iterator[li
         yield rows_of(batch)
 
 
-def iter_batches(run_dir: str | os.PathLike, batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
-    """iter_rows as Arrow record batches (the columns converted in bulk by the caller)."""
+def iter_batches(run_dir: str | os.PathLike, batch_rows: int = 2048,
+                 columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """iter_rows as Arrow record batches (the columns converted in bulk by the caller); ``columns``: only these
+    read (the same batches, row for row, as without: a batch never spans two row groups)."""
     for f in reversed(shard_files(run_dir)):
         try:
             pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=batch_rows):
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield batch
         except (OSError, pa.ArrowException) as e:
             log.warning("skipping unreadable shard %s: %s", f, e)

@@ -15,6 +15,7 @@ import sys
 from typing import Any, Sequence
 
 from imgsearch.errors import DecodeError
+from imgsearch.gcpause import forking
 
 # A batch that takes longer than this to decode means a worker hung (a decoder stuck on a
 # malicious file): the run isolates and records that file instead of waiting forever.
@@ -167,7 +168,8 @@ def batches(paths: Sequence[str], image_size: int, resize: str, batch_size: int,
         ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory, **kw,
     )
-    it = iter(loader)
+    with forking() if workers > 0 else contextlib.nullcontext():   # the workers are forked here
+        it = iter(loader)
     try:
         yield from it
     except RuntimeError:

@@ -304,12 +304,12 @@ class SearchCaches:
         """The BM25 score cache at the store's current revision, or None (FTS5 answers)."""
         return self.bm25.get()
 
-    def update(self, rev0: str, touched: set[int], trained: dict | None = None) -> dict[str, float]:
+    def update(self, rev0: str, touched: set[int], early=None) -> dict[str, float]:
         """After an index run that started at ``rev0`` (store.cache_key()) and changed the photos ``touched``:
         the BM25 cache on a thread while the FAISS files are brought up to date here (its Python and SQLite reads
-        fill the core that the FAISS files' scans leave idle: at 1M, 6 s hidden). ``trained``: IVF indexes
-        trained during the run, for the files rebuilt (vector_builds.build_kinds). Returns the seconds each took
-        ({"faiss_s", "bm25_s"}, overlapping)."""
+        fill the core that the FAISS files' scans leave idle: at 1M, 6 s hidden). ``early``: the IVF indexes
+        trained (and filled) during the run (search/early_training.EarlyTraining), for the files rebuilt
+        (vector_builds.build_kinds). Returns the seconds each took ({"faiss_s", "bm25_s"}, overlapping)."""
         from concurrent.futures import ThreadPoolExecutor
 
         def bm25_update() -> float:
@@ -320,14 +320,14 @@ class SearchCaches:
         with ThreadPoolExecutor(1, thread_name_prefix="bm25-cache") as pool:   # its exit waits for the thread
             bm25 = pool.submit(bm25_update)
             t = time.monotonic()
-            self.update_vectors(rev0, touched, trained)   # an error here is the one raised
+            self.update_vectors(rev0, touched, early)   # an error here is the one raised
             faiss_s = time.monotonic() - t
         return {"faiss_s": faiss_s, "bm25_s": bm25.result()}   # else the BM25 cache's, if any
 
-    def update_vectors(self, rev0: str, touched: set[int], trained: dict | None = None) -> None:
+    def update_vectors(self, rev0: str, touched: set[int], early=None) -> None:
         """The FAISS caches after an index run (VectorCache.update); those that must be rebuilt from the
-        store, rebuilt together from one scan of it (vector_builds; ``trained``: see update)."""
-        done = self._rebuild_together(rev0, touched, trained)
+        store, rebuilt together from one scan of it (vector_builds; ``early``: see update)."""
+        done = self._rebuild_together(rev0, touched, early)
         for cache in self.vectors.values():
             if cache not in done:
                 cache.update(rev0, touched)
@@ -339,8 +339,7 @@ class SearchCaches:
             cache.get()
         self.bm25.update()
 
-    def _rebuild_together(self, rev0: str | None, touched: set[int], trained: dict | None = None
-                          ) -> list[VectorCache]:
+    def _rebuild_together(self, rev0: str | None, touched: set[int], early=None) -> list[VectorCache]:
         """The vector caches that update(rev0, touched) would each rebuild from the store, when there are two or
         more: built from one scan and adopted; returns them (none: each cache does its own work)."""
         from imgsearch.search.vector_builds import build_kinds
@@ -351,7 +350,7 @@ class SearchCaches:
                 return []
             store = stale[0].store
             rev = store.cache_key()
-            built = build_kinds(store, [c.kind for c in stale], rev, trained)
+            built = build_kinds(store, [c.kind for c in stale], rev, early=early)
             for cache in stale:
                 cache.adopt(rev, built[cache.kind])
             return stale

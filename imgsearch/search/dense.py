@@ -183,6 +183,13 @@ class VectorIndex:
             if self._top_id is not None:
                 self._top_id = max(self._top_id, int(ids.max()))
 
+    def clear(self) -> None:
+        """Every vector removed; an IVF index keeps its trained cells (add() fills it again)."""
+        with self._lock.exclusive():
+            self._index.reset()
+            self._top_id = -1
+            self.trained_on = 0
+
     def is_trained(self) -> bool:
         """Whether vectors can be added (an IVF index: its cells trained; flat: always)."""
         return self.index_type not in IVF_TYPES or bool(self._index.is_trained)

@@ -6,7 +6,8 @@ table; at a million photos a cache built on its own counts, samples and reads th
 cache files gone) read it once for all of them: one count, one sample, one scan whose batches go to every
 index (the next batch read on a thread while FAISS adds this one). Each index is what VectorIndex.build makes
 of its kind: the same type and cell count for the same number of vectors, trained on a sample spread over the
-whole library (or cells trained already: search/early_training.py), filled by id.
+whole library (or cells trained already: search/early_training.py), filled by id — or, after a first ingest,
+filled already during its writes (search/early_training.py) and only completed and checked here.
 """
 from __future__ import annotations
 
@@ -17,12 +18,21 @@ from imgsearch.search.dense import IVF_TYPES, VectorIndex, choose_index_type, iv
 from imgsearch.store import vectors as stored
 
 
-def build_kinds(store, kinds: Sequence[str], revision: Any = None,
-                trained: dict[str, VectorIndex] | None = None) -> dict[str, VectorIndex]:
+def build_kinds(store, kinds: Sequence[str], revision: Any = None, trained: dict[str, VectorIndex] | None = None,
+                early=None) -> dict[str, VectorIndex]:
     """{kind: a new VectorIndex of the stored vectors of that kind} for ``kinds`` (store/vectors.KINDS), from one
     scan; each of the type its count calls for (choose_index_type). ``trained``: {kind: an empty IVF index
     trained already} (search/early_training.py), filled instead of a new one where its type and cell count
-    are those that count calls for."""
+    are those that count calls for. ``early``: an EarlyTraining of the run (search/early_training.py), waited
+    for here: its indexes, where filled, completed (_complete_filled) instead of a scan; else its trained cells
+    are ``trained``."""
+    if early is not None:
+        got = early.result()
+        if early.filled:
+            done = _complete_filled(store, kinds, got, early.patch, revision)
+            if done is not None:
+                return done
+        trained = got
     ready = {k: vi for k, vi in (trained or {}).items() if k in kinds and _empty_ivf(vi)}
     if ready and len(ready) == len(kinds):
         return _fill_trained(store, kinds, ready, revision)
@@ -61,6 +71,34 @@ def _fill_trained(store, kinds: Sequence[str], ready: dict[str, VectorIndex], re
     if misfit:
         built.update(build_kinds(store, misfit, revision))
     return {k: built[k] for k in kinds}
+
+
+def _complete_filled(store, kinds: Sequence[str], filled: dict[str, VectorIndex], patch: set[int],
+                     revision: Any) -> dict[str, VectorIndex] | None:
+    """``filled`` ({kind: the IVF index filled during a first ingest with the vectors of its bulk transactions,
+    each checked against the rows that transaction inserted: cluster/early_fill.py}) completed with the photos
+    ``patch`` (the ids that run wrote or removed otherwise, under the same index lock: their vectors re-read from
+    the store, as VectorCache.update patches a file). None where a kind is missing or an index is not of the
+    type and cell count its count calls for (the guess before the writes was wrong): the indexes are then
+    emptied, their cells kept, for build_kinds to fill from the store where they fit. (No count of the store
+    to check against: at 1M it reads each record's first page, 22 s from a cold cache.)"""
+    if not all(k in filled for k in kinds):
+        return None
+    ids = sorted(patch)
+    for kind in kinds:
+        vi = filled[kind]
+        if ids:
+            vi.remove(ids)
+            for b_ids, b_vecs in stored.iter_vectors(store, kind, ids):
+                vi.add(b_ids, b_vecs)
+    if not all(_fits(filled[k], len(filled[k])) for k in kinds):
+        for vi in filled.values():
+            vi.clear()
+        return None
+    for kind in kinds:
+        vi = filled[kind]
+        vi.revision, vi.trained_on = revision, len(vi)
+    return {k: filled[k] for k in kinds}
 
 
 def _empty_ivf(vi: VectorIndex) -> bool:
