@@ -12,6 +12,7 @@ from imgsearch.paths import bm25_cache_path, captions_faiss_path, images_faiss_p
 from imgsearch.search import bm25, caches
 from imgsearch.search.bm25_cache import BM25Cache
 from imgsearch.search import dense as D
+from imgsearch.search import index_sizing as sizing  # noqa: E402  (the size thresholds live here)
 from imgsearch.search.dense import VectorIndex
 from libtools import captioner_with_projection, make_set, rows, tiny_captioner
 
@@ -65,8 +66,8 @@ def test_bm25_cache_built_used_refreshed_and_dropped(tmp_path, monkeypatch):
 
 
 def test_vector_indexes_switch_to_ivf_and_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "IVF_MIN", 10)
-    monkeypatch.setattr(D, "FLAT_MAX", 6)
+    monkeypatch.setattr(sizing, "IVF_MIN", 10)
+    monkeypatch.setattr(sizing, "FLAT_MAX", 6)
     a, b = tmp_path / "A", tmp_path / "B"
     make_set(a, KINDS[:5], "a")
     make_set(b, KINDS + ["noise"], "b")

@@ -6,6 +6,7 @@ import pytest
 faiss = pytest.importorskip("faiss")
 
 from imgsearch.search import dense as D  # noqa: E402
+from imgsearch.search import index_sizing as sizing  # noqa: E402  (the size thresholds live here)
 from imgsearch.search.dense import VectorIndex  # noqa: E402
 
 DIM = 384
@@ -227,8 +228,8 @@ def test_ivf_upsert_remove_filter_and_roundtrip(ivf, tmp_path, monkeypatch):
 
 
 def test_open_builds_the_type_the_count_calls_for(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "IVF_MIN", 1000)
-    monkeypatch.setattr(D, "FLAT_MAX", 500)
+    monkeypatch.setattr(sizing, "IVF_MIN", 1000)
+    monkeypatch.setattr(sizing, "FLAT_MAX", 500)
     vecs = clustered(1200, seed=4)
     ids = np.arange(1200, dtype=np.int64)
     calls = []

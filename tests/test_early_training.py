@@ -21,6 +21,7 @@ import pyarrow.parquet as pq                        # noqa: E402
 from imgsearch import Library                       # noqa: E402
 from imgsearch.cluster import shards              # noqa: E402
 from imgsearch.search import dense as D           # noqa: E402
+from imgsearch.search import index_sizing as sizing  # noqa: E402  (the size thresholds live here)
 from imgsearch.search import early_training as ET  # noqa: E402
 from imgsearch.store import vectors as stored     # noqa: E402
 from libtools import alarm, rows                  # noqa: E402
@@ -38,8 +39,8 @@ def _timeout():
 @pytest.fixture()
 def small_ivf(monkeypatch):
     """IVF-SQ8 indexes from 20 vectors, 64 cells trained on 4 vectors each: a few hundred photos take the path."""
-    monkeypatch.setattr(D, "FLAT_MAX", 10)
-    monkeypatch.setattr(D, "IVF_MIN", 20)
+    monkeypatch.setattr(sizing, "FLAT_MAX", 10)
+    monkeypatch.setattr(sizing, "IVF_MIN", 20)
     monkeypatch.setattr(D, "IVF_TRAIN_PER_LIST", 4)
 
 

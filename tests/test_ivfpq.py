@@ -11,6 +11,7 @@ import pytest
 from imgsearch import Library
 from imgsearch.paths import captions_faiss_path, images_faiss_path
 from imgsearch.search import dense as D
+from imgsearch.search import index_sizing as sizing  # noqa: E402  (the size thresholds live here)
 from imgsearch.search import vector_file
 from imgsearch.search.caches import SearchCaches
 from imgsearch.search.dense import VectorIndex, choose_index_type
@@ -33,10 +34,10 @@ def clustered(n: int, seed: int) -> np.ndarray:
 
 @pytest.fixture()
 def pq_thresholds(monkeypatch):
-    monkeypatch.setattr(D, "FLAT_MAX", 3)
-    monkeypatch.setattr(D, "IVF_MIN", 4)
-    monkeypatch.setattr(D, "PQ_KEEP", 8)
-    monkeypatch.setattr(D, "PQ_MIN", 10)
+    monkeypatch.setattr(sizing, "FLAT_MAX", 3)
+    monkeypatch.setattr(sizing, "IVF_MIN", 4)
+    monkeypatch.setattr(sizing, "PQ_KEEP", 8)
+    monkeypatch.setattr(sizing, "PQ_MIN", 10)
 
 
 def store_with_vectors(db, vecs: np.ndarray, step: int = 3):
@@ -196,3 +197,26 @@ def test_type_choice_with_pq_thresholds():
     assert choose_index_type(D.FLAT_MAX - 1, "ivfpq") == "flat"
     assert choose_index_type(D.IVF_MIN) == "ivfsq8" and choose_index_type(10) == "flat"
     assert D.IVF_MIN < D.PQ_KEEP < D.PQ_MIN
+
+
+def test_rerank_depth_grows_with_the_index_unless_set(monkeypatch):
+    # the rule: PQ_RERANK at least, one candidate per PQ_RERANK_PER vectors above that (10M: 400)
+    assert sizing.pq_rerank(0) == sizing.pq_rerank(D.PQ_MIN) == D.PQ_RERANK == 200
+    assert sizing.pq_rerank(10_000_000) == 400 and sizing.pq_rerank(20_000_000) == 800
+    monkeypatch.setattr(sizing, "PQ_RERANK", 5)
+    monkeypatch.setattr(sizing, "PQ_RERANK_PER", 50)
+    vecs = clustered(N, seed=5)
+    ids = np.arange(1, N + 1, dtype=np.int64)
+    asked: list[int] = []
+
+    def exact_vectors(cand):
+        asked.append(len(cand))
+        return cand, vecs[np.asarray(cand) - 1]
+
+    vi = VectorIndex.build((ids, vecs), index_type="ivfpq", count=N, exact_vectors=exact_vectors)
+    assert vi.rerank is None
+    vi.search(vecs[0], 3)
+    assert asked[-1] == N // 50            # 12 candidates re-scored: the depth of 600 vectors
+    vi.rerank = 30                          # a depth set by the caller wins
+    vi.search(vecs[0], 3)
+    assert asked[-1] == 30

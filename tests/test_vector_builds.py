@@ -10,6 +10,7 @@ import pytest
 
 from imgsearch import paths
 from imgsearch.search import dense as D
+from imgsearch.search import index_sizing as sizing  # noqa: E402  (the size thresholds live here)
 from imgsearch.search import caches as caches_mod
 from imgsearch.search.caches import FAISS_FILES, SearchCaches
 from imgsearch.search.dense import VectorIndex
@@ -60,8 +61,8 @@ def library_db(tmp_path):
 
 @pytest.fixture()
 def ivf_thresholds(monkeypatch):
-    monkeypatch.setattr(D, "FLAT_MAX", 10)
-    monkeypatch.setattr(D, "IVF_MIN", 20)
+    monkeypatch.setattr(sizing, "FLAT_MAX", 10)
+    monkeypatch.setattr(sizing, "IVF_MIN", 20)
 
 
 def test_store_reads_several_kinds_in_one_scan_as_each_alone(tmp_path):
@@ -95,8 +96,8 @@ def test_store_reads_several_kinds_in_one_scan_as_each_alone(tmp_path):
 @pytest.mark.parametrize("ivf", [False, True])
 def test_kinds_built_together_equal_each_built_alone(tmp_path, monkeypatch, ivf):
     if ivf:
-        monkeypatch.setattr(D, "FLAT_MAX", 10)
-        monkeypatch.setattr(D, "IVF_MIN", 20)
+        monkeypatch.setattr(sizing, "FLAT_MAX", 10)
+        monkeypatch.setattr(sizing, "IVF_MIN", 20)
     db, want = library_db(tmp_path)
     store = open_store(db)
     try:

@@ -23,8 +23,8 @@ Index types (pluggable via `index_type`; `choose_index_type(count)` picks one fo
             vector as PQ_M one-byte codes (96 B + an 8-byte id instead of 384 + 8: ~1/4 of IVF-SQ8's RAM
             and disk; PQ48 would halve that, but on near-duplicate-heavy libraries it needed 4× the
             re-ranked candidates for the same recall: bench/ivfpq.py). Used from PQ_MIN vectors (kept down
-            to PQ_KEEP). PQ scores are coarse, so a search takes the top PQ_RERANK candidates and
-            re-scores them with their exact vectors, read by id through ``exact_vectors`` (the caches set
+            to PQ_KEEP). PQ scores are coarse, so a search takes the top pq_rerank(N) candidates (200,
+            more above 5M vectors: search/index_sizing.py; ``rerank`` sets a fixed depth) and re-scores them with their exact vectors, read by id through ``exact_vectors`` (the caches set
             it to store/vectors.read_vectors: SQLite) — the ranking and the scores returned are exact
             cosines over those candidates (without it: PQ scores). Trained on a sample of at least
             IVF_TRAIN_PER_LIST·nlist and PQ_TRAIN_MIN vectors; rebuilt when grown 4× past it, like IVF-SQ8.
@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from imgsearch.search import vector_file
+from imgsearch.search.index_sizing import (FLAT_MAX, IVF_MIN, IVF_TYPES, PQ_KEEP, PQ_MIN, PQ_RERANK,  # noqa: F401
+                                           choose_index_type, ivf_nlist, pq_rerank)        # (re-exported here)
 from imgsearch.search.shared_lock import SharedLock
 from imgsearch.search.vector_file import FORMAT
 from imgsearch.text import EMBED_DIM
@@ -53,38 +55,12 @@ log = logging.getLogger(__name__)
 
 INDEX_TYPES = vector_file.INDEX_TYPES
 EXACT_MAX = 20000  # allowed_ids sets up to this size are scored exactly by reconstruction
-IVF_MIN = 200_000         # a flat index of this many vectors becomes IVF-SQ8 (at the next save)...
-FLAT_MAX = 100_000        # ...and an IVF index shrunk below this becomes flat again (hysteresis)
 IVF_TRAIN_PER_LIST = 40   # k-means training vectors per cell (FAISS asks for at least 39)
 IVF_KMEANS_ROUNDS = 10    # k-means iterations of the cells (bench/ivf_cells.py --rounds)
 IVF_NPROBE = 128          # cells searched per query (recall@10 against exact search: bench/query_latency.py)
-PQ_MIN = 2_000_000        # an index of this many vectors becomes IVF-PQ (~104 B per vector instead of ~392)...
-PQ_KEEP = 1_500_000       # ...and stays IVF-PQ down to this many (hysteresis), below which it is IVF-SQ8 again
 PQ_M = 96                 # PQ sub-quantisers (one byte each; 384 / 96 = 4 dimensions per sub-vector)
 PQ_NBITS = 8              # bits per sub-quantiser code (fewer for a tiny training sample: see train())
 PQ_TRAIN_MIN = 256 * 40   # training vectors the 256-centroid sub-quantisers want (FAISS: at least 39 × 256)
-PQ_RERANK = 200           # IVF-PQ candidates re-scored with their exact vectors (1M: recall@10 0.984, bench/ivfpq.py)
-IVF_TYPES = ("ivfsq8", "ivfpq")
-
-
-def choose_index_type(count: int, current: str | None = None) -> str:
-    """The index type for ``count`` vectors; ``current`` is kept inside the hysteresis bands
-    (flat / IVF-SQ8 between FLAT_MAX and IVF_MIN, IVF-PQ down to PQ_KEEP)."""
-    if count >= PQ_MIN or (current == "ivfpq" and count >= PQ_KEEP and count >= FLAT_MAX):
-        return "ivfpq"
-    if count >= IVF_MIN:
-        return "ivfsq8"
-    if count < FLAT_MAX:
-        return "flat"
-    return current if current == "flat" else "ivfsq8" if current in IVF_TYPES else "flat"
-
-
-def ivf_nlist(count: int) -> int:
-    """Number of IVF cells for ``count`` vectors: the power of two nearest 2·√count (at least 64)."""
-    import math
-
-    target = max(64.0, 2.0 * math.sqrt(max(count, 1)))
-    return 1 << int(round(math.log2(target)))
 
 
 def _faiss():
@@ -111,7 +87,7 @@ class VectorIndex:
 
     def __init__(self, dim: int = EMBED_DIM, index_type: str = "flat", *, revision: Any = None,
                  path: str | os.PathLike | None = None, nlist: int = 1024, nprobe: int = IVF_NPROBE,
-                 rerank: int = PQ_RERANK, exact_vectors: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
+                 rerank: int | None = None, exact_vectors: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
                  pq_m: int = PQ_M):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, not {index_type!r}")
@@ -120,7 +96,8 @@ class VectorIndex:
         self.revision = revision
         self.path = Path(path) if path is not None else None
         self.nlist, self.nprobe, self.trained_on = int(nlist), int(nprobe), 0
-        self.pq_m, self.pq_nbits, self.rerank = int(pq_m), PQ_NBITS, int(rerank)
+        self.pq_m, self.pq_nbits = int(pq_m), PQ_NBITS
+        self.rerank = None if rerank is None else int(rerank)   # None: pq_rerank(the index's size)
         # "ivfpq": ids (n,) -> (ids found, their exact vectors (m, dim)) for re-ranking; None: PQ scores
         self.exact_vectors = exact_vectors
         self._lock = SharedLock()  # searches run side by side (FAISS reads are thread-safe); changes alone
@@ -263,7 +240,8 @@ class VectorIndex:
             elif self.index_type == "ivfsq8":
                 I, D = self._search_ivf(q, k, allowed)
             elif self.index_type == "ivfpq":
-                I, D = self._search_ivf(q, max(k, self.rerank), allowed)
+                depth = pq_rerank(n) if self.rerank is None else self.rerank
+                I, D = self._search_ivf(q, max(k, depth), allowed)
                 I, D = self._rerank(q, I, D, k)
             elif allowed is not None and len(allowed) <= EXACT_MAX:
                 I, D = self._search_exact(q, k, allowed)
