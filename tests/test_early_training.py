@@ -169,7 +169,7 @@ def from_the_store(store, vi):
 
 
 def the_same_as_a_store_build(lib) -> None:
-    store = lib._writable_store()
+    store = lib.store
     for kind in stored.KINDS:
         vi = lib.caches.vector_index(kind)
         vi.kind = kind
@@ -219,7 +219,7 @@ def test_photos_written_through_the_rules_are_read_from_the_store(tmp_path, smal
         assert rep.added == 599 and rep.failed == 1
         assert scans == []
         the_same_as_a_store_build(lib)
-        store = lib._writable_store()
+        store = lib.store
         assert stored.count_vectors(store, "caption") == 599
 
 

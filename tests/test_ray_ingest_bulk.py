@@ -112,7 +112,7 @@ def test_bulk_rows_read_in_place_equal_the_rows_of_a_take(tmp_path):
     paths = batch.column("path").to_pylist()
     infos = [json.loads(i) for i in batch.column("info").to_pylist()]
     pick = [4, 0, 3]   # one without labels (0, 3), in another order than the batch's
-    at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db")._writable_store().engine.dialect
+    at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db").store.engine.dialect
     args = ([paths[j] for j in pick], [infos[j] for j in pick], VERSION, at, dialect)
     got = cbulk.bulk_rows(batch, *args, rows=pick)
     took = cbulk.bulk_rows(batch.take(pa.array(pick, type=pa.int64())), *args)
@@ -202,7 +202,7 @@ def test_worker_made_rows_that_do_not_match_this_code_are_made_again(tmp_path, c
     batch = next(shards.iter_batches(run, 100))
     paths = batch.column("path").to_pylist()
     infos = [json.loads(i) for i in batch.column("info").to_pylist()]
-    at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db")._writable_store().engine.dialect
+    at, dialect = writes.now(), Library(tmp_path / "lib" / "library.db").store.engine.dialect
     want = cbulk.bulk_rows(batch, paths, infos, VERSION, at, dialect)
     assert cbulk.bulk_rows(batch, paths, infos, VERSION, at, dialect) == want
     i = batch.schema.get_field_index("terms")

@@ -24,7 +24,8 @@ Index types (pluggable via `index_type`; `choose_index_type(count)` picks one fo
             and disk; PQ48 would halve that, but on near-duplicate-heavy libraries it needed 4× the
             re-ranked candidates for the same recall: bench/ivfpq.py). Used from PQ_MIN vectors (kept down
             to PQ_KEEP). PQ scores are coarse, so a search takes the top pq_rerank(N) candidates (200,
-            more above 5M vectors: search/index_sizing.py; ``rerank`` sets a fixed depth) and re-scores them with their exact vectors, read by id through ``exact_vectors`` (the caches set
+            more above 5M vectors: search/index_sizing.py; ``rerank`` sets a fixed depth) and re-scores
+            them with their exact vectors, read by id through ``exact_vectors`` (the caches set
             it to store/vectors.read_vectors: SQLite) — the ranking and the scores returned are exact
             cosines over those candidates (without it: PQ scores). Trained on a sample of at least
             IVF_TRAIN_PER_LIST·nlist and PQ_TRAIN_MIN vectors; rebuilt when grown 4× past it, like IVF-SQ8.
